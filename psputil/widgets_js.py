@@ -1,0 +1,180 @@
+"""Serve the ipywidgets JavaScript from the book itself, and a Sphinx extension that does it.
+
+The HTML book has no kernel: compression-rate sliders are widgets whose state is
+saved in the executed notebooks and rendered in the browser by
+``@jupyter-widgets/html-manager``. myst-nb loads that bundle from a CDN by default;
+this module fetches a pinned version with ``npm pack`` into ``.cache/widgets-js/widgets/``
+(git-ignored: third-party code is never committed) and serves it as ``_static/widgets/``,
+so the pages work offline; MathJax likewise (``_static/mathjax/``). Not under
+``book/_static/``: Jupyter Book adds every ``.js`` file found there to every page.
+
+As a Sphinx extension (``sphinx: extra_extensions: [psputil.widgets_js]`` in
+``_config.yml``) it runs at ``config-inited``, before myst-nb reads
+``nb_ipywidgets_js``, so both ``jupyter-book build book`` and
+``python -m psputil reproduce`` use it. Where npm is absent or fails it keeps
+the CDN defaults and says so in the build log. It also removes duplicated
+inline ``<script>`` tags (sphinx-thebe's and sphinx-togglebutton's configuration,
+included twice by Jupyter Book 1.0.4), sets the theme's default colour mode (an
+empty one makes pydata-sphinx-theme log an error on a first visit), and sets
+``TQDM_DISABLE=1`` for kernels the build starts, so no tqdm bar becomes widget state.
+"""
+
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from psputil import paths
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "@jupyter-widgets/html-manager"
+VERSION = "1.0.15"  # 1.x renders ipywidgets 8 (controls/base 2.0.0); pinned for reproducible pages
+MATHJAX_VERSION = "3.2.2"  # Sphinx's default MathJax major version, served locally too
+CACHE = paths.REPO_ROOT / ".cache" / "widgets-js"  # git-ignored; added to html_static_path
+DEFAULT_TARGET = CACHE / "widgets"  # served as _static/widgets/
+MATHJAX_TARGET = CACHE / "mathjax"  # served as _static/mathjax/
+STAMP = "VERSION"  # file in a target naming the fetched package and version
+_FONTS = (".woff2", ".woff", ".ttf", ".eot", ".svg")
+
+
+def _widget_files(name):
+    """Where a file of the html-manager package goes in the target (None: not served).
+
+    We serve the standalone bundle (built-in widgets, no require.js needed), its licence
+    notices, and the icon fonts it loads relative to its own URL.
+    """
+    if name in ("dist/embed.js", "dist/embed.js.LICENSE.txt", "LICENSE") or (
+        name.startswith("dist/") and name.endswith(_FONTS)
+    ):
+        return Path(name).name
+    return None
+
+
+def _mathjax_files(name):
+    """Where a file of the mathjax package goes: the combined TeX/MathML bundle and its CHTML fonts."""
+    if name in ("es5/tex-mml-chtml.js", "LICENSE") or name.startswith("es5/output/chtml/fonts/woff-v2/"):
+        return name.removeprefix("es5/")
+    return None
+
+
+def fetch(target=DEFAULT_TARGET, version=VERSION, npm="npm", timeout=180, package=PACKAGE, select=_widget_files):
+    """Fetch an npm package's served files into `target` with ``npm pack`` (skipped when already there).
+
+    Args:
+        target: folder to fill (the selected files and a VERSION stamp).
+        version: exact version of the package.
+        npm: name or path of the npm executable.
+        timeout: seconds allowed for ``npm pack``.
+        package: npm package name (default: the widget bundle ``@jupyter-widgets/html-manager``).
+        select: maps a path inside the package to its path in `target`, or None to skip it.
+
+    Returns:
+        The target ``Path`` when the files are there, or None when npm is missing or
+        failed (the reason is logged).
+    """
+    target = Path(target)
+    if is_fetched(target, version, package):
+        return target
+    executable = shutil.which(npm)
+    if executable is None:
+        log.info("npm not found: %s will come from a CDN", package)
+        return None
+    with tempfile.TemporaryDirectory(prefix="psputil-npm-") as scratch:
+        command = [executable, "pack", f"{package}@{version}", "--pack-destination", scratch, "--silent",
+                   "--fetch-retries=1", "--fetch-timeout=30000"]  # fail fast offline
+        try:
+            subprocess.run(command, cwd=scratch, check=True, capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.SubprocessError) as error:
+            detail = getattr(error, "stderr", "") or error
+            log.info("npm pack %s@%s failed (%s): it will come from a CDN", package, version, str(detail).strip()[:300])
+            return None
+        tarballs = list(Path(scratch).glob("*.tgz"))
+        if len(tarballs) != 1:
+            log.info("npm pack produced %d tarballs in %s: %s will come from a CDN", len(tarballs), scratch, package)
+            return None
+        _unpack(tarballs[0], target, f"{package}@{version}", select)
+    return target
+
+
+def is_fetched(target=DEFAULT_TARGET, version=VERSION, package=PACKAGE):
+    """Whether `target` holds the files of exactly `package` at `version`."""
+    stamp = Path(target) / STAMP
+    return stamp.is_file() and stamp.read_text().strip() == f"{package}@{version}"
+
+
+def _unpack(tarball, target, stamp, select):
+    """Copy the selected files of the package into `target`, replacing what was there."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive.getmembers():
+            destination = select(member.name.removeprefix("package/")) if member.isfile() else None
+            if destination is None:
+                continue
+            (partial / destination).parent.mkdir(parents=True, exist_ok=True)
+            (partial / destination).write_bytes(archive.extractfile(member).read())
+    (partial / STAMP).write_text(stamp + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
+
+
+def ipywidgets_js(target=DEFAULT_TARGET, version=VERSION):
+    """The ``nb_ipywidgets_js`` value for myst-nb: the local bundle, or None if not fetched."""
+    if not is_fetched(target, version):
+        return None
+    # Relative paths are resolved under the HTML _static/ folder by Sphinx.
+    return {f"{target.name}/embed.js": {}}
+
+
+# --- Sphinx extension ---------------------------------------------------------------
+
+
+def _config_inited(app, config):
+    from sphinx.util import logging as sphinx_logging
+
+    logger = sphinx_logging.getLogger(__name__)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # kernels started by myst-nb inherit it
+    fetched = fetch(DEFAULT_TARGET)
+    if fetched is None:
+        logger.info("[psputil.widgets_js] widget JavaScript: myst-nb's CDN default (needs network)")
+    else:
+        config.nb_ipywidgets_js = ipywidgets_js(fetched)
+        logger.info("[psputil.widgets_js] widget JavaScript: %s %s served from %s", PACKAGE, VERSION, fetched)
+    mathjax = fetch(MATHJAX_TARGET, MATHJAX_VERSION, package="mathjax", select=_mathjax_files)
+    if mathjax is None:
+        logger.info("[psputil.widgets_js] MathJax: Sphinx's CDN default (needs network)")
+    else:
+        config.mathjax_path = f"{mathjax.name}/tex-mml-chtml.js"  # relative to _static/
+        logger.info("[psputil.widgets_js] MathJax %s served from %s", MATHJAX_VERSION, mathjax)
+    if fetched is not None or mathjax is not None:
+        config.html_static_path = [*config.html_static_path, str(CACHE)]
+    context = dict(config.html_context or {})
+    context.setdefault("default_mode", "light")
+    config.html_context = context
+
+
+def _dedupe_scripts(app, pagename, templatename, context, doctree):
+    """Drop repeated identical <script> entries (same file or same inline body)."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for script in scripts:
+        attributes = getattr(script, "attributes", {})
+        key = (getattr(script, "filename", script) or "", getattr(script, "priority", 0), tuple(sorted(attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
+
+
+def setup(app):
+    """Sphinx entry point."""
+    app.connect("config-inited", _config_inited, priority=300)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,234 @@
+"""The book's support code: rate sliders, notes, claims, the reproduce CLI, and a small book built with -W."""
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+
+from psputil import book, cli, paths, widgets_js  # noqa: E402
+
+REPO = paths.REPO_ROOT
+DEMO = Path(__file__).parent / "data" / "widget_demo.ipynb"
+_BUILT = {}
+
+
+def build_demo_book(root):
+    """Execute the demo notebook with the smoke profile through the CLI's functions and build it with -W.
+
+    Layout under `root`: _config.yml (the repository's), _toc.yml, book/ (intro,
+    references, params, the demo), executed/ (the mirror the build reads), _build/html.
+    Returns the HTML folder. Built once per test session.
+    """
+    if "html" in _BUILT:
+        return _BUILT["html"]
+    source = root / "book"
+    source.mkdir(parents=True)
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    shutil.copytree(REPO / "book" / "params", source / "params")
+    shutil.copy(REPO / "book" / "references.bib", source / "references.bib")
+    shutil.copy(REPO / "book" / "references.md", source / "references.md")
+    shutil.copy(DEMO, source / "widget_demo.ipynb")
+    (source / "intro.md").write_text("# Demo book\n\nAfter {cite}`frankle2019lottery`; math: $H_b(p)$.\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: widget_demo\n  - file: references\n")
+    (source / "_toc.yml").symlink_to(root / "_toc.yml")
+    assert cli.toc_notebooks(root / "_toc.yml", source) == ["widget_demo"]
+    executed = root / "executed"
+    cli.execute("widget_demo", "smoke", book=source, executed=executed)
+    cli.mirror(source, executed)
+    code = cli.build(executed, strict=True, config=root / "_config.yml", toc=root / "_toc.yml", quiet=True)
+    assert code == 0, "jupyter-book build -W of the demo book failed"
+    _BUILT["html"] = root / "_build" / "html"
+    return _BUILT["html"]
+
+
+@pytest.fixture(scope="module")
+def demo_html(tmp_path_factory):
+    return build_demo_book(tmp_path_factory.mktemp("demo-book"))
+
+
+def _figure(value):
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [0, value])
+    return fig
+
+
+# --- the slider ---------------------------------------------------------------------
+
+
+def test_rate_slider_links_slider_index_to_stack():
+    import ipywidgets as widgets
+
+    box = book.rate_slider({50.0: _figure(1), 90: _figure(2), "99.57 %": b"\x89PNG fake"})
+    slider, stack = box.children
+    assert isinstance(slider, widgets.SelectionSlider) and isinstance(stack, widgets.Stack)
+    assert list(slider.options) == ["50.00 %", "90.00 %", "99.57 %"]
+    assert len(stack.children) == 3 and all(isinstance(c, widgets.Image) for c in stack.children)
+    values = [bytes(c.value) for c in stack.children]
+    assert values[2] == b"\x89PNG fake"
+    assert values[0].startswith(b"\x89PNG") and values[0] != values[1]
+    link = box.link
+    assert type(link).__name__ == "Link" and link._model_name == "LinkModel"
+    assert link.source == (slider, "index") and link.target == (stack, "selected_index")
+    assert slider.index == 0 and stack.selected_index == 0
+    assert plt.get_fignums() == []  # rendered figures are closed, so they are not shown twice
+
+
+def test_rate_slider_rejects_bad_input():
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        book.rate_slider({})
+    with pytest.raises(ValueError, match="duplicate rate label"):
+        book.rate_slider({50: b"a", "50.00 %": b"b"})
+    with pytest.raises(ValueError, match="matplotlib Figure, PNG bytes or an HTML string"):
+        book.rate_slider({50: 3.0})
+
+
+# --- notes, claims, run info --------------------------------------------------------
+
+
+def test_missing_data_note_lists_how_to_get_the_data(tmp_path):
+    from psputil import data
+
+    with pytest.raises(FileNotFoundError) as caught:
+        data.load("cifar10", root=tmp_path)
+    note = book.missing_data_note(caught.value, "resnet32/cifar10")
+    html = note._repr_html_()
+    assert 'class="admonition warning"' in html and "resnet32/cifar10 skipped" in html
+    assert "<li>" in html and "download=True" in html and str(tmp_path) in html
+    assert note._repr_markdown_().startswith("```{admonition} Data missing")
+
+
+def test_claims_table_renders_computed_verdicts():
+    table = book.claims_table([
+        book.ClaimRow("C1", "G <b> 1-S", True, "1.2 vs 3.4", [0, 1], "smoke"),
+        {"id": "C2", "claim": "x|y", "verdict": None, "numbers": "", "seeds": 3, "profile": "smoke"},
+    ])
+    html = table._repr_html_()
+    assert html.count("<tr") == 3 and "G &lt;b&gt; 1-S" in html
+    assert "<td>supported</td>" in html and "<td>not computed</td>" in html and "<td>0, 1</td>" in html
+    assert "x\\|y" in table._repr_markdown_()
+    with pytest.raises(ValueError, match="verdict must be True, False or None"):
+        book.claims_table([book.ClaimRow("C3", "c", "yes")])
+
+
+def test_run_info_records_device_versions_profile_and_wall_time():
+    import torch
+
+    run = book.start_run("smoke", "cpu")
+    assert run.device == torch.device("cpu")
+    html = book.run_info(run, extra={"seeds": [0]})._repr_html_()
+    for text in ("profile: <code>smoke</code>", "device: <code>cpu", f"torch: <code>{torch.__version__}", "wall time", "seeds"):
+        assert text in html
+    with pytest.raises(ValueError, match="valid profiles: smoke, quick, paper"):
+        book.start_run("fast")
+
+
+def test_parse_setup():
+    assert book.parse_setup("lenet5/fashion-mnist") == ("lenet5", "fashion-mnist")
+    with pytest.raises(ValueError, match="model in lenet300"):
+        book.parse_setup("lenet5-mnist")
+
+
+# --- profiles and the CLI -----------------------------------------------------------
+
+
+def test_profiles_share_the_common_keys():
+    keys = {"profile", "device", "seeds", "setups", "rates", "download"}
+    for profile in book.PROFILES:
+        values = cli.parameters(profile)
+        assert set(values) >= keys and values["profile"] == profile
+        assert all(isinstance(s, int) for s in values["seeds"])
+        for setup in values["setups"]:
+            book.parse_setup(setup)
+    with pytest.raises(ValueError, match="valid profiles"):
+        cli.parameters("huge")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["reproduce", "--profile", "huge"], "invalid choice: 'huge'"),
+    (["reproduce", "--notebooks", "nosuch"], "unknown notebook(s) nosuch"),
+    (["reproduce", "--device", "tpu9"], "unknown device 'tpu9'"),
+    ([], "required: command"),
+])
+def test_cli_argument_errors(args, message):
+    result = subprocess.run([sys.executable, "-m", "psputil", *args], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_committed_notebooks_have_no_outputs():
+    notebooks = list((REPO / "book").rglob("*.ipynb")) + [DEMO]
+    for path in notebooks:
+        if "_build" in path.parts or ".ipynb_checkpoints" in path.parts:
+            continue
+        nb = nbformat.read(path, as_version=4)
+        dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+        assert not dirty, f"{path} has outputs in cells {dirty}: clear them before committing"
+        assert "widgets" not in nb.metadata, f"{path} carries widget state"
+        tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{path} needs exactly one cell tagged 'parameters'"
+
+
+def test_parameters_cells_default_to_the_quick_profile():
+    quick = cli.parameters("quick")
+    for path in [*sorted((REPO / "book").glob("*.ipynb")), DEMO]:
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+        defaults = {}
+        exec(cell.source, {}, defaults)  # a parameters cell is plain assignments
+        assert {k: defaults.get(k) for k in quick} == quick, f"{path}: parameters cell differs from quick.yaml"
+
+
+def test_toc_notebooks_are_the_book_notebooks():
+    listed = cli.toc_notebooks()
+    on_disk = sorted(p.stem for p in (REPO / "book").glob("*.ipynb"))
+    assert sorted(listed) == on_disk
+
+
+def test_widget_fetch_without_npm_falls_back(tmp_path):
+    assert widgets_js.fetch(tmp_path / "w", npm="no-such-npm-here") is None
+    assert widgets_js.ipywidgets_js(tmp_path / "w") is None
+
+
+# --- the built demo book ------------------------------------------------------------
+
+
+def _widget_state(html):
+    match = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', html, re.S)
+    assert match, "no widget state in the page"
+    return json.loads(match.group(1))["state"]
+
+
+def test_demo_book_has_widget_state_figures_and_local_js(demo_html):
+    page = (demo_html / "widget_demo.html").read_text()
+    state = _widget_state(page)
+    models = {k: v for k, v in state.items()}
+    names = sorted(v["model_name"] for v in models.values())
+    assert names.count("ImageModel") == 2 and "StackModel" in names and "SelectionSliderModel" in names
+    link = next(v["state"] for v in models.values() if v["model_name"] == "LinkModel")
+    assert link["source"][1] == "index" and link["target"][1] == "selected_index"
+    pngs = [base64.b64decode(v["buffers"][0]["data"]) for v in models.values() if v["model_name"] == "ImageModel"]
+    assert all(p.startswith(b"\x89PNG") for p in pngs) and pngs[0] != pngs[1]
+    assert "TqdmModel" not in page and "FloatProgressModel" not in names
+    assert 'type="application/vnd.jupyter.widget-view+json"' in page
+    # the widget bundle and MathJax are served by the book itself when npm worked
+    if widgets_js.is_fetched():
+        assert '_static/widgets/embed.js' in page and "cdn.jsdelivr" not in page
+        assert (demo_html / "_static" / "widgets" / "embed.js").is_file()
+    if widgets_js.is_fetched(widgets_js.MATHJAX_TARGET, widgets_js.MATHJAX_VERSION, "mathjax"):
+        intro = (demo_html / "intro.html").read_text()  # MathJax is loaded on pages with math only
+        assert "_static/mathjax/tex-mml-chtml.js" in intro and "cdn.jsdelivr" not in intro
+    assert "Data missing: resnet32/cifar10 skipped" in page and "claims-table" in page and "About this run" in page
+    assert page.count("THEBE_JS_URL =") <= 1
+    assert (demo_html / "references.html").is_file()
+    executed = nbformat.read(demo_html.parents[1] / "executed" / "widget_demo.ipynb", as_version=4)
+    assert executed.metadata["mystnb"] == {"execution_mode": "off"} and executed.metadata["psputil"]["profile"] == "smoke"
+    assert executed.metadata["papermill"]["parameters"]["rates"] == cli.parameters("smoke")["rates"]
