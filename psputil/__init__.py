@@ -8,7 +8,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("models", "data", "train", "store", "paths", "devices", "pruning", "landscape", "hessian", "psp", "experiments", "book")
+_SUBMODULES = (
+    "models", "data", "train", "store", "paths", "devices", "activations", "metrics", "pruning", "lobster",
+    "oneshot", "experiments", "landscape", "hessian", "psp", "executors", "sweep", "book",
+)
 
 
 def __getattr__(name):

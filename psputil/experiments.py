@@ -1,0 +1,304 @@
+"""The experiments of Section 5.1 per setup and profile, cached in the run store.
+
+A *setup* is a model, a data set and hyperparameters (``Setup``) for one profile:
+"smoke" (seconds, tests), "quick" (CPU minutes, the book's default) or "paper" (the
+authors' values, full data, GPU). Every independent unit of work is a pure function of
+one frozen dataclass that returns plain dicts and tensors (``compute_dense``,
+``compute_lobster``, ``compute_oneshot``, ``compute_control``); the functions the
+notebooks call (``dense_run``, ``lobster_run``, ``oneshot_run``, ``controls``,
+``g_model``, ``oneshot_model``) only look results up in a ``RunStore`` or compute and
+store them, one unit at a time, so a sweep killed halfway redoes only unfinished units.
+
+Quick profile, LeNet-300 / mnist-5k (3,600 train, 400 valid, 1,000 test): LOBSTER with
+lambda 1e-3 per step (10x the authors': 36 steps per epoch instead of 540), pwe 5
+epochs (authors: 20), twt 0.05, SGD lr 0.1, batch 100, ReduceLROnPlateau (patience 10)
+reset at every pruning event; it reaches 98 % sparsity in about 200 epochs (tens of
+seconds on a 2-core CPU) with the test error within about half a point of dense training.
+"""
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+from psputil import data as datasets
+from psputil import devices, lobster, models, oneshot, sweep
+from psputil.data import DataConfig
+from psputil.lobster import LobsterConfig
+from psputil.store import RunStore
+from psputil.train import RESNET32_RECIPE, TrainConfig
+
+SETUP_NAMES = ("lenet300-mnist", "lenet5-mnist", "lenet5-fashion", "resnet32-cifar10")
+PROFILES = ("smoke", "quick", "paper")
+NEW_INIT_OFFSET = 1000  # fresh inits of the controls use model seed NEW_INIT_OFFSET + seed
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything that defines the experiments of one setup (all of it enters the run keys)."""
+
+    name: str
+    model: str
+    data: DataConfig
+    train: TrainConfig  # dense training, one-shot retraining and the controls
+    lobster: LobsterConfig
+    lobster_train: TrainConfig  # LOBSTER's optimiser, schedule and epoch budget
+    milestones: tuple = ()  # compression rates (percent) where the controls run
+    seeds: int = 10  # runs per control kind and milestone
+
+
+@dataclass(frozen=True)
+class DenseRun:
+    setup: Setup
+    seed: int = 0  # model init and batch order
+    rewind_iteration: int = 0
+
+
+@dataclass(frozen=True)
+class LobsterRun:
+    setup: Setup
+    seed: int = 0  # model init and batch order
+
+
+@dataclass(frozen=True)
+class OneShotRun:
+    setup: Setup
+    sparsity: float  # percent
+    seed: int = 0  # model init and batch order (same as the dense run it prunes)
+    rewind_iteration: int = 0
+
+
+@dataclass(frozen=True)
+class ControlRun:
+    setup: Setup
+    kind: str  # "lottery" | "reinit" | "random"
+    milestone: float  # requested compression rate; the mask is G's at the first event reaching it
+    seed: int = 0  # batch order; fresh init and random mask for "reinit"/"random"
+    lobster_seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in oneshot.CONTROL_KINDS:
+            raise ValueError(f"unknown control {self.kind!r}; valid: {', '.join(oneshot.CONTROL_KINDS)}")
+
+
+def setup(name, profile="quick"):
+    """The ``Setup`` of `name` ("lenet300-mnist", ...) for `profile` ("smoke", "quick", "paper")."""
+    if name not in SETUP_NAMES:
+        raise ValueError(f"unknown setup {name!r}; valid: {', '.join(SETUP_NAMES)}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    model, dataset = {"lenet300-mnist": ("lenet300", "mnist"), "lenet5-mnist": ("lenet5", "mnist"),
+                      "lenet5-fashion": ("lenet5", "fashion-mnist"), "resnet32-cifar10": ("resnet32", "cifar10")}[name]
+    resnet = model == "resnet32"
+    if profile == "paper":
+        # The authors' LeNet setting; for ResNet-32 the CIFAR recipe, and lambda/pwe are our choice.
+        train = RESNET32_RECIPE if resnet else TrainConfig(epochs=100, lr=0.1, batch_size=100, schedule="plateau")
+        lob = LobsterConfig(lam=1e-6 if resnet else 1e-4, twt=0.05, pwe=20)
+        lob_train = dataclasses.replace(train, epochs=10000, schedule="plateau", milestones=()) if resnet \
+            else TrainConfig(epochs=10000, lr=0.1, batch_size=100, schedule="plateau")
+        milestones = {"lenet300": (50, 80, 90, 95, 97, 98), "lenet5": (50, 80, 90, 95, 98, 99, 99.5),
+                      "resnet32": (50, 70, 80, 90, 95)}[model]
+        if name == "lenet5-fashion":
+            milestones = (50, 80, 90, 95, 98)
+        return Setup(name, model, DataConfig(dataset), train, lob, lob_train, milestones, seeds=10)
+    small = "mnist-5k" if dataset == "mnist" else dataset
+    if profile == "smoke":
+        data = DataConfig(small, train_size=600, test_size=300)
+        train = TrainConfig(epochs=2, lr=0.05 if resnet else 0.1, batch_size=100, momentum=0.9 if resnet else 0.0)
+        lob = LobsterConfig(lam=5e-3, twt=0.1, pwe=1, improvement=0.05, target=60.0)
+        return Setup(name, model, data, train, lob, dataclasses.replace(train, epochs=20), (30.0,), seeds=2)
+    # quick: cost on a loaded 2-core CPU (1 torch thread): LeNet-300 LOBSTER ~45 s to 98 %;
+    # LeNet-5 on mnist-5k ~190 s to 98 % (lambda 3e-3, pwe 4), each retraining ~15 s.
+    if resnet:
+        data = DataConfig("cifar10", valid_fraction=0.05, train_size=10000, test_size=2000)
+        train = dataclasses.replace(RESNET32_RECIPE, epochs=30, milestones=(15, 25))
+        lob = LobsterConfig(lam=1e-5, twt=0.05, pwe=3, target=90.0)
+        lob_train = dataclasses.replace(RESNET32_RECIPE, epochs=150, schedule="plateau", milestones=())
+        return Setup(name, model, data, train, lob, lob_train, (50, 70, 90), seeds=2)
+    if model == "lenet300":
+        train = TrainConfig(epochs=30, lr=0.1, batch_size=100, schedule="plateau", plateau_patience=5)
+        lob = LobsterConfig(lam=1e-3, twt=0.05, pwe=5, target=98.5)
+        lob_train = TrainConfig(epochs=600, lr=0.1, batch_size=100, schedule="plateau")
+        return Setup(name, model, DataConfig("mnist-5k"), train, lob, lob_train, (50, 80, 90, 95, 98), seeds=2)
+    train = TrainConfig(epochs=15, lr=0.1, batch_size=100, schedule="plateau", plateau_patience=5)
+    lob_train = TrainConfig(epochs=250, lr=0.1, batch_size=100, schedule="plateau")
+    if dataset == "mnist":
+        lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=98.0)
+        return Setup(name, model, DataConfig("mnist-5k"), train, lob, lob_train, (80, 95), seeds=2)
+    data = DataConfig("fashion-mnist", valid_fraction=0.05, train_size=3000, test_size=2000)
+    lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=95.0)
+    return Setup(name, model, data, train, lob, lob_train, (80, 90), seeds=2)
+
+
+# -- units of work: pure functions of one dataclass (plus, optionally, upstream results) --
+
+def compute_dense(run, device="auto", progress=False):
+    """Dense training of ``models.build(model, seed=run.seed)``; see ``oneshot.train_dense``."""
+    s = run.setup
+    splits = _splits(s.data, str(devices.resolve(device)))
+    return oneshot.train_dense(models.build(s.model, seed=run.seed), splits, s.train, run.seed,
+                               run.rewind_iteration, device, progress)
+
+
+def compute_lobster(run, device="auto", progress=False):
+    """LOBSTER from ``models.build(model, seed=run.seed)``; see ``lobster.run``."""
+    s = run.setup
+    splits = _splits(s.data, str(devices.resolve(device)))
+    return lobster.run(models.build(s.model, seed=run.seed), splits, s.lobster, s.lobster_train,
+                       run.seed, device, progress)
+
+
+def compute_oneshot(run, dense=None, device="auto", progress=False):
+    """1-S: prune the dense run of the same seed to ``run.sparsity``, rewind, retrain.
+
+    Args:
+        dense: the ``compute_dense`` result of ``DenseRun(setup, seed, rewind_iteration)``
+            (computed here when None).
+    """
+    if not 0 <= run.sparsity < 100:
+        raise ValueError(f"sparsity must be a percentage in [0, 100), got {run.sparsity}")
+    s = run.setup
+    if dense is None:
+        dense = compute_dense(DenseRun(s, run.seed, run.rewind_iteration), device, progress)
+    model = models.build(s.model, seed=run.seed)
+    start, mask = oneshot.prune_and_rewind(model, dense["state"], dense["rewind_state"], run.sparsity)
+    splits = _splits(s.data, str(devices.resolve(device)))
+    return oneshot.retrain(start, splits, s.train, mask, run.seed, device, progress)
+
+
+def compute_control(run, g_mask=None, device="auto", progress=False):
+    """One retraining control from G's mask at ``run.milestone``.
+
+    Args:
+        g_mask: G's mask at the milestone (from the LOBSTER run of ``run.lobster_seed``;
+            computed here when None).
+    """
+    s = run.setup
+    if g_mask is None:
+        result = compute_lobster(LobsterRun(s, run.lobster_seed), device, progress)
+        g_mask = result["checkpoints"][lobster.event_at(result["events"], run.milestone)]["mask"]
+    original = models.build(s.model, seed=run.lobster_seed).state_dict()
+    fresh = models.build(s.model, seed=NEW_INIT_OFFSET + run.seed).state_dict()
+    state, mask = oneshot.control_start(run.kind, g_mask, original, fresh, run.seed)
+    model = models.build(s.model)
+    model.load_state_dict(state)
+    splits = _splits(s.data, str(devices.resolve(device)))
+    return oneshot.retrain(model, splits, s.train, mask, run.seed, device, progress)
+
+
+# -- cached callers (what the notebooks use) --
+
+def dense_run(setup, seed=0, store=None, device="auto", progress=False):
+    """Cached ``compute_dense`` (rewind to init)."""
+    run = DenseRun(setup, seed)
+    return _store(store).cached("dense", run, "result", lambda: compute_dense(run, device, progress))
+
+
+def lobster_run(setup, seed=0, store=None, device="auto", progress=False):
+    """Cached LOBSTER run: dict with "history", "events", "stopped" (checkpoints stored apart)."""
+    store, run = _store(store), LobsterRun(setup, seed)
+    if not store.has("lobster", run, "summary"):
+        result = compute_lobster(run, device, progress)
+        for index, checkpoint in enumerate(result["checkpoints"]):
+            store.save("lobster", run, f"checkpoint_{index:04d}", checkpoint)
+        store.save("lobster", run, "final", {"state": result["state"], "mask": result["mask"]})
+        store.save("lobster", run, "summary", {k: result[k] for k in ("history", "events", "stopped")})
+    return store.load("lobster", run, "summary")
+
+
+def g_checkpoint(setup, sparsity=None, seed=0, store=None, device="auto", progress=False):
+    """G at the first pruning event reaching `sparsity` (None: the final G): (checkpoint, event row)."""
+    store = _store(store)
+    summary = lobster_run(setup, seed, store, device, progress)
+    run = LobsterRun(setup, seed)
+    if sparsity is None:
+        return store.load("lobster", run, "final"), (summary["events"][-1] if summary["events"] else None)
+    index = lobster.event_at(summary["events"], sparsity)
+    return store.load("lobster", run, f"checkpoint_{index:04d}"), summary["events"][index]
+
+
+def g_model(setup, sparsity=None, seed=0, store=None, device="auto", progress=False):
+    """G as a ready model (eval mode) at a milestone: (model, mask, event row)."""
+    checkpoint, row = g_checkpoint(setup, sparsity, seed, store, device, progress)
+    return _model(setup, checkpoint["state"], device), checkpoint["mask"], row
+
+
+def oneshot_run(setup, sparsity, seed=0, store=None, device="auto", progress=False):
+    """Cached 1-S at `sparsity` percent (its dense run is cached too)."""
+    store, run = _store(store), OneShotRun(setup, float(sparsity), seed)
+    if store.has("oneshot", run, "result"):
+        return store.load("oneshot", run, "result")
+    dense = dense_run(setup, seed, store, device, progress)
+    return store.cached("oneshot", run, "result", lambda: compute_oneshot(run, dense, device, progress))
+
+
+def oneshot_model(setup, sparsity=None, seeds=(0,), lobster_seed=0, store=None, device="auto", progress=False):
+    """1-S as a ready model at G's sparsity: the seed with the lowest validation loss.
+
+    Args:
+        sparsity: milestone of G (None: the final G); 1-S prunes to G's exact sparsity there.
+
+    Returns:
+        (model, mask, result without state).
+    """
+    _, row = g_checkpoint(setup, sparsity, lobster_seed, store, device, progress)
+    target = row["sparsity"] if row else 0.0
+    results = [oneshot_run(setup, target, seed, store, device, progress) for seed in seeds]
+    best = min(results, key=lambda r: r["valid_loss"])
+    info = {k: v for k, v in best.items() if k not in ("state", "mask")}
+    return _model(setup, best["state"], device), best["mask"], info
+
+
+def controls(setup, milestones=None, seeds=None, lobster_seed=0, store=None, device="auto", progress=False,
+             executor=None):
+    """Test error of the three retraining controls at each milestone.
+
+    Each retraining is one ``ControlRun`` unit run through ``psputil.sweep`` and stored as
+    it finishes, so a sweep killed halfway and restarted computes only the missing units.
+
+    Args:
+        milestones: compression rates in percent (default ``setup.milestones``).
+        seeds: seeds of every control kind (default ``range(setup.seeds)``); "lottery" varies
+            only the batch order, "reinit" also the init, "random" also the mask.
+        executor: a ``psputil.executors`` executor (default: in-process).
+
+    Returns:
+        dict milestone -> {"sparsity", "lobster_test_error", and per kind "lottery" / "reinit" /
+        "random": {"mean", "std", "n", "values"} of the test error in percent}.
+
+    Raises:
+        sweep.SweepFailed: some units failed every attempt (the others are stored).
+    """
+    store = _store(store)
+    milestones = setup.milestones if milestones is None else tuple(milestones)
+    seeds = list(range(setup.seeds) if seeds is None else seeds)
+    out = {}
+    for milestone in milestones:
+        checkpoint, row = g_checkpoint(setup, milestone, lobster_seed, store, device, progress)
+        runs = {kind: [ControlRun(setup, kind, float(milestone), seed, lobster_seed) for seed in seeds]
+                for kind in oneshot.CONTROL_KINDS}
+        unit = functools.partial(compute_control, g_mask=checkpoint["mask"], device=device)
+        report = sweep.run(unit, [r for kind in runs.values() for r in kind], "control", store,
+                           executor=executor, progress=progress)
+        if not report.ok:
+            raise sweep.SweepFailed(report)
+        entry = {"sparsity": row["sparsity"], "lobster_test_error": row["test_error"]}
+        for kind, kind_runs in runs.items():
+            entry[kind] = oneshot.summarize(r["test_error"] for r in sweep.results(kind_runs, "control", store))
+        out[milestone] = entry
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _splits(config, device):
+    """Data splits, loaded once per process and configuration (loading mnist-5k takes ~1 s)."""
+    return datasets.load(config, device)
+
+
+def _store(store):
+    return store if isinstance(store, RunStore) else RunStore(store)
+
+
+def _model(setup, state, device):
+    model = models.build(setup.model)
+    model.load_state_dict(state)
+    return model.to(devices.resolve(device)).eval()
