@@ -8,9 +8,17 @@ with the parameters of ``book/params/<profile>.yaml`` (shared keys) updated by
 their outputs and ``mystnb.execution_mode: off``, so the build shows them as run.
 Jupyter Book then builds that mirror into ``_build/html`` (the same place a plain
 ``jupyter-book build book`` writes to). Kernels get ``TQDM_DISABLE=1``.
+
+``--executor`` (in-process, process-pool, ray), ``--workers`` and ``--ray-address`` reach
+every notebook as the papermill parameters ``executor``, ``workers`` and ``ray_address``
+and are recorded in each executed notebook's metadata (``psputil``). ``--executor ray``
+without an address starts one local Ray instance for the whole run, which every
+notebook's kernel joins (its address is what they receive).
 """
 
 import argparse
+import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,6 +27,7 @@ from pathlib import Path
 
 from psputil import paths
 from psputil.book import PROFILES
+from psputil.executors import EXECUTOR_NAMES
 
 BOOK = paths.REPO_ROOT / "book"
 CONFIG = paths.REPO_ROOT / "_config.yml"
@@ -72,14 +81,20 @@ def parameter_files(profile, notebook, params=BOOK / "params"):
     return files + ([specific] if specific.is_file() else [])
 
 
-def execute(notebook, profile, device=None, book=BOOK, executed=EXECUTED):
-    """Run one notebook with papermill into ``executed/<notebook>.ipynb``; returns that path."""
+def execute(notebook, profile, device=None, book=BOOK, executed=EXECUTED, executor="in-process", workers=None,
+            ray_address=None):
+    """Run one notebook with papermill into ``executed/<notebook>.ipynb``; returns that path.
+
+    `executor`, `workers` and `ray_address` are passed as papermill parameters of those
+    names and recorded in the executed notebook's ``psputil`` metadata.
+    """
     import nbformat
     import papermill
 
     values = parameters(profile, notebook, Path(book) / "params")
     if device is not None:
         values["device"] = device
+    values.update(executor=executor, workers=workers, ray_address=ray_address)
     source = (Path(book) / notebook).with_suffix(".ipynb")
     target = (Path(executed) / notebook).with_suffix(".ipynb")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +107,8 @@ def execute(notebook, profile, device=None, book=BOOK, executed=EXECUTED):
     )
     executed_nb = nbformat.read(target, as_version=4)
     executed_nb.metadata["mystnb"] = {"execution_mode": "off"}  # the build shows these outputs as they are
-    executed_nb.metadata.setdefault("psputil", {})["profile"] = profile
+    executed_nb.metadata.setdefault("psputil", {}).update(
+        profile=profile, executor=executor, workers=workers, ray_address=ray_address)
     nbformat.write(executed_nb, target)
     return target
 
@@ -128,24 +144,35 @@ def build(source, strict=False, config=CONFIG, toc=TOC, quiet=False):
     return subprocess.run(command, cwd=Path(config).parent, stdout=output).returncode
 
 
-def reproduce(profile, device=None, notebooks=None, strict=False, build_html=True, out=print):
-    """Execute the toc's notebooks (or the named ones) for `profile`, then build; returns an exit code."""
+def reproduce(profile, device=None, notebooks=None, strict=False, build_html=True, out=print,
+              executor="in-process", workers=None, ray_address=None):
+    """Execute the toc's notebooks (or the named ones) for `profile`, then build; returns an exit code.
+
+    Args:
+        executor, workers, ray_address: where the notebooks' sweeps run (see ``psputil.executors``);
+            "ray" without an address starts one local Ray instance for all notebooks.
+    """
     listed = toc_notebooks()
     chosen = listed if not notebooks else list(notebooks)
     started = time.perf_counter()
-    out(f"reproduce: profile {profile}, device {device or 'from the profile'}, {len(chosen)} notebook(s)")
-    for i, name in enumerate(chosen, 1):
-        files = " ".join(f"-f {f.relative_to(paths.REPO_ROOT)}" for f in parameter_files(profile, name))
-        out(f"[{i}/{len(chosen)}] {name}: papermill book/{name}.ipynb _build/executed/{name}.ipynb {files}")
-        tick = time.perf_counter()
-        try:
-            execute(name, profile, device)
-        except Exception as error:  # papermill saved the failing notebook: say where, stop
-            out(f"[{i}/{len(chosen)}] {name}: FAILED ({type(error).__name__}); see _build/executed/{name}.ipynb")
-            out(str(error)[-2000:])
-            return 1
-        out(f"[{i}/{len(chosen)}] {name}: done in {time.perf_counter() - tick:.1f} s "
-            f"(total {time.perf_counter() - started:.1f} s)")
+    out(f"reproduce: profile {profile}, device {device or 'from the profile'}, executor {executor}"
+        f"{f' ({workers} workers)' if workers else ''}{f' at {ray_address}' if ray_address else ''}, "
+        f"{len(chosen)} notebook(s)")
+    with _shared_ray(executor, workers, ray_address, out) as address:
+        for i, name in enumerate(chosen, 1):
+            files = " ".join(f"-f {f.relative_to(paths.REPO_ROOT)}" for f in parameter_files(profile, name))
+            flags = f" -p executor {executor}" + (f" -p workers {workers}" if workers else "") + \
+                (f" -p ray_address {address}" if address else "")
+            out(f"[{i}/{len(chosen)}] {name}: papermill book/{name}.ipynb _build/executed/{name}.ipynb {files}{flags}")
+            tick = time.perf_counter()
+            try:
+                execute(name, profile, device, executor=executor, workers=workers, ray_address=address)
+            except Exception as error:  # papermill saved the failing notebook: say where, stop
+                out(f"[{i}/{len(chosen)}] {name}: FAILED ({type(error).__name__}); see _build/executed/{name}.ipynb")
+                out(str(error)[-2000:])
+                return 1
+            out(f"[{i}/{len(chosen)}] {name}: done in {time.perf_counter() - tick:.1f} s "
+                f"(total {time.perf_counter() - started:.1f} s)")
     mirror()
     for name in listed:
         copy = (EXECUTED / name).with_suffix(".ipynb")
@@ -160,6 +187,20 @@ def reproduce(profile, device=None, notebooks=None, strict=False, build_html=Tru
     if code == 0:
         out(f"done in {time.perf_counter() - started:.1f} s; the book: {HTML / 'index.html'}")
     return code
+
+
+@contextlib.contextmanager
+def _shared_ray(executor, workers, address, out):
+    """For "ray" without an address: one local Ray instance for the whole run; yields its address."""
+    if executor != "ray" or address:
+        yield address
+        return
+    from psputil.executors import RayExecutor
+
+    with RayExecutor(workers=workers) as ray_executor:
+        out(f"started a local Ray instance at {ray_executor.address} ({ray_executor.workers} CPUs, "
+            f"{ray_executor.gpus:g} GPUs); the notebooks join it")
+        yield ray_executor.address
 
 
 def _profile_of(notebook):
@@ -178,7 +219,19 @@ def main(argv=None):
     run.add_argument("--notebooks", nargs="+", metavar="NAME", help="only these toc notebooks (default: all, in toc order)")
     run.add_argument("--strict", action="store_true", help="treat build warnings as errors (jupyter-book -W)")
     run.add_argument("--no-build", action="store_true", help="execute only, do not build the HTML")
+    run.add_argument("--executor", choices=EXECUTOR_NAMES, default="in-process",
+                     help="where the sweeps of independent runs go (default: in-process)")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="process-pool size or CPUs of a local Ray instance (default: all cores)")
+    run.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="join this Ray cluster (host:6379 or ray://host:10001) instead of starting a local one")
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        run.error(f"--workers must be a positive number of workers, got {args.workers}")
+    if args.ray_address and args.executor != "ray":
+        run.error("--ray-address needs --executor ray")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        run.error("--executor ray needs ray: pip install -r requirements-ray.txt (or pip install -e .[ray])")
     if args.device is not None:
         from psputil import devices
 
@@ -190,4 +243,5 @@ def main(argv=None):
     unknown = [n for n in args.notebooks or () if n not in listed]
     if unknown:
         run.error(f"unknown notebook(s) {', '.join(unknown)}; the toc's notebooks: {', '.join(listed) or 'none'}")
-    return reproduce(args.profile, args.device, args.notebooks, strict=args.strict, build_html=not args.no_build)
+    return reproduce(args.profile, args.device, args.notebooks, strict=args.strict, build_html=not args.no_build,
+                     executor=args.executor, workers=args.workers, ray_address=args.ray_address)

@@ -30,6 +30,7 @@ from psputil.train import RESNET32_RECIPE, TrainConfig
 SETUP_NAMES = ("lenet300-mnist", "lenet5-mnist", "lenet5-fashion", "resnet32-cifar10")
 PROFILES = ("smoke", "quick", "paper")
 NEW_INIT_OFFSET = 1000  # fresh inits of the controls use model seed NEW_INIT_OFFSET + seed
+GPU_SHARE = {"lenet300": 0.25, "lenet5": 0.25, "resnet32": 1.0}  # of one GPU per unit on Ray
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,20 @@ def compute_control(run, g_mask=None, device="auto", progress=False):
     return oneshot.retrain(model, splits, s.train, mask, run.seed, device, progress)
 
 
+def resources(run):
+    """Ray resources of one unit (any run with a ``setup``): one CPU and a GPU share by model.
+
+    A quarter GPU for the LeNets (four retrainings share a GPU), a whole one for ResNet-32;
+    ``executors.RayExecutor`` drops the GPU request on a cluster without GPUs.
+    """
+    return {"num_cpus": 1, "num_gpus": GPU_SHARE[run.setup.model]}
+
+
+def _oneshot_unit(run, dense, device="auto"):
+    """``compute_oneshot`` with the dense run of ``run.seed`` from `dense` (seed -> states)."""
+    return compute_oneshot(run, dense[run.seed], device)
+
+
 # -- cached callers (what the notebooks use) --
 
 def dense_run(setup, seed=0, store=None, device="auto", progress=False):
@@ -231,17 +246,45 @@ def oneshot_run(setup, sparsity, seed=0, store=None, device="auto", progress=Fal
     return store.cached("oneshot", run, "result", lambda: compute_oneshot(run, dense, device, progress))
 
 
-def oneshot_model(setup, sparsity=None, seeds=(0,), lobster_seed=0, store=None, device="auto", progress=False):
+def oneshot_runs(setup, sparsities, seeds=(0,), store=None, device="auto", progress=False, executor=None):
+    """Cached 1-S runs for every sparsity and seed, run as sweeps on `executor`.
+
+    The dense runs of the seeds still needed go first (one sweep, stage "dense"), then
+    the 1-S units (stage "oneshot"); keys are those of ``dense_run`` and ``oneshot_run``.
+
+    Returns:
+        dict (sparsity percent, seed) -> result.
+
+    Raises:
+        sweep.SweepFailed: some units failed every attempt (the others are stored).
+    """
+    store = _store(store)
+    runs = [OneShotRun(setup, float(sparsity), seed) for sparsity in sparsities for seed in seeds]
+    todo = [r for r in runs if not store.has("oneshot", r, "result")]
+    if todo:
+        dense_runs = [DenseRun(setup, seed) for seed in sorted({r.seed for r in todo})]
+        _sweep(functools.partial(compute_dense, device=device), dense_runs, "dense", store, executor, progress)
+        dense = {r.seed: {k: v for k, v in store.load("dense", r, "result").items() if k in ("state", "rewind_state")}
+                 for r in dense_runs}
+        _sweep(functools.partial(_oneshot_unit, dense=dense, device=device), todo, "oneshot", store, executor, progress)
+    return {(r.sparsity, r.seed): store.load("oneshot", r, "result") for r in runs}
+
+
+def oneshot_model(setup, sparsity=None, seeds=(0,), lobster_seed=0, store=None, device="auto", progress=False,
+                  executor=None):
     """1-S as a ready model at G's sparsity: the seed with the lowest validation loss.
 
     Args:
         sparsity: milestone of G (None: the final G); 1-S prunes to G's exact sparsity there.
+        executor: a ``psputil.executors`` executor for the missing seeds (default: one by one here).
 
     Returns:
         (model, mask, result without state).
     """
     _, row = g_checkpoint(setup, sparsity, lobster_seed, store, device, progress)
     target = row["sparsity"] if row else 0.0
+    if executor is not None:  # compute the missing seeds in parallel first
+        oneshot_runs(setup, [target], seeds, store, device, progress, executor)
     results = [oneshot_run(setup, target, seed, store, device, progress) for seed in seeds]
     best = min(results, key=lambda r: r["valid_loss"])
     info = {k: v for k, v in best.items() if k not in ("state", "mask")}
@@ -277,10 +320,7 @@ def controls(setup, milestones=None, seeds=None, lobster_seed=0, store=None, dev
         runs = {kind: [ControlRun(setup, kind, float(milestone), seed, lobster_seed) for seed in seeds]
                 for kind in oneshot.CONTROL_KINDS}
         unit = functools.partial(compute_control, g_mask=checkpoint["mask"], device=device)
-        report = sweep.run(unit, [r for kind in runs.values() for r in kind], "control", store,
-                           executor=executor, progress=progress)
-        if not report.ok:
-            raise sweep.SweepFailed(report)
+        _sweep(unit, [r for kind in runs.values() for r in kind], "control", store, executor, progress)
         entry = {"sparsity": row["sparsity"], "lobster_test_error": row["test_error"]}
         for kind, kind_runs in runs.items():
             entry[kind] = oneshot.summarize(r["test_error"] for r in sweep.results(kind_runs, "control", store))
@@ -292,6 +332,14 @@ def controls(setup, milestones=None, seeds=None, lobster_seed=0, store=None, dev
 def _splits(config, device):
     """Data splits, loaded once per process and configuration (loading mnist-5k takes ~1 s)."""
     return datasets.load(config, device)
+
+
+def _sweep(fn, runs, stage, store, executor, progress):
+    """``sweep.run`` with the units' resources; raises ``sweep.SweepFailed`` if a unit failed."""
+    report = sweep.run(fn, runs, stage, store, executor=executor, resources=resources, progress=progress)
+    if not report.ok:
+        raise sweep.SweepFailed(report)
+    return report
 
 
 def _store(store):

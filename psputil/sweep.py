@@ -6,6 +6,7 @@ A unit that raises is retried a bounded number of times, then reported with its
 hyperparameters and the worker's traceback while the rest of the sweep goes on.
 """
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,9 +26,11 @@ class Failure:
     config: object
     traceback: str
     attempts: int
+    worker: str = ""  # "host:pid" of the last attempt
 
     def __str__(self):
-        return f"{self.config} failed {self.attempts} time(s):\n{self.traceback}"
+        where = f" (last on {self.worker})" if self.worker else ""
+        return f"{self.config} failed {self.attempts} time(s){where}:\n{self.traceback}"
 
 
 @dataclass
@@ -39,7 +42,8 @@ class SweepReport:
     cached: int = 0
     computed: int = 0
     failures: list = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the sweep on the driver
+    unit_seconds: float = 0.0  # summed wall time of every attempt on its worker
 
     @property
     def ok(self):
@@ -64,7 +68,8 @@ def run(fn, configs, stage, store=None, executor=None, resources=None, retries=2
         stage: run-store stage name the results go under.
         store: a ``RunStore`` (default: the default root).
         executor: an executor from ``psputil.executors`` (default: in-process).
-        resources: callable config -> Ray resource dict ({"num_cpus": 1, "num_gpus": 0.25}).
+        resources: callable config -> Ray resource dict ({"num_cpus": 1, "num_gpus": 0.25});
+            e.g. ``psputil.experiments.resources``. The other executors ignore it.
         retries: extra attempts for a unit that raised.
         progress: show a tqdm bar over units.
         name: file name of each result in its run folder.
@@ -78,26 +83,30 @@ def run(fn, configs, stage, store=None, executor=None, resources=None, retries=2
         raise ValueError(f"retries must be >= 0, got {retries}")
     start = time.perf_counter()
     configs = list(configs)
-    todo = [c for c in configs if not store.has(stage, c, name)]
-    report = SweepReport(executor.name, executor.workers, cached=len(configs) - len(todo))
+    units = {store_module.key(c): c for c in configs}  # each unit once
+    todo = [c for c in units.values() if not store.has(stage, c, name)]
+    report = SweepReport(executor.name, executor.workers, cached=len(units) - len(todo))
     bar = tqdm(total=len(todo), desc=f"{stage} ({executor.name})", disable=not progress or not todo, leave=False)
     attempts = {store_module.key(c): 0 for c in todo}
     while todo:
         again = []
-        for outcome in executor.run(fn, todo, resources):
-            unit = store_module.key(outcome.config)
-            attempts[unit] += 1
-            if outcome.ok:
-                store.save(stage, outcome.config, name, outcome.result)
-                report.computed += 1
-                bar.update()
-            elif attempts[unit] <= retries:
-                log.warning("unit %s failed (attempt %d), retrying:\n%s", outcome.config, attempts[unit], outcome.error)
-                again.append(outcome.config)
-            else:
-                log.error("unit %s failed %d times:\n%s", outcome.config, attempts[unit], outcome.error)
-                report.failures.append(Failure(outcome.config, outcome.error, attempts[unit]))
-                bar.update()
+        # closing(): a driver stopped mid-sweep (Ctrl-C, an error) cancels the executor's pending units
+        with contextlib.closing(executor.run(fn, todo, resources)) as outcomes:
+            for outcome in outcomes:
+                unit = store_module.key(outcome.config)
+                attempts[unit] += 1
+                report.unit_seconds += outcome.seconds
+                if outcome.ok:
+                    store.save(stage, outcome.config, name, outcome.result)
+                    report.computed += 1
+                    bar.update()
+                elif attempts[unit] <= retries:
+                    log.warning("unit %s failed (attempt %d), retrying:\n%s", outcome.config, attempts[unit], outcome.error)
+                    again.append(outcome.config)
+                else:
+                    log.error("unit %s failed %d times:\n%s", outcome.config, attempts[unit], outcome.error)
+                    report.failures.append(Failure(outcome.config, outcome.error, attempts[unit], outcome.worker))
+                    bar.update()
         todo = again
     bar.close()
     report.seconds = time.perf_counter() - start
