@@ -22,7 +22,7 @@ PROFILES = ("smoke", "quick", "paper")
 # --- compression-rate slider --------------------------------------------------------
 
 
-def rate_slider(figures, description="pruned", dpi=100, close=True):
+def rate_slider(figures, description="pruned", dpi=100, close=True, selected=0):
     """A slider over compression rates that switches pre-rendered figures, linked in the browser.
 
     Args:
@@ -31,6 +31,7 @@ def rate_slider(figures, description="pruned", dpi=100, close=True):
         description: text in front of the slider.
         dpi: resolution of rendered matplotlib figures.
         close: close matplotlib figures after rendering (so they are not shown twice).
+        selected: index of the figure shown first (negative counts from the end: -1 the last).
 
     Returns:
         ``ipywidgets.VBox([slider, stack])``; ``.slider``, ``.stack`` and ``.link``
@@ -48,11 +49,14 @@ def rate_slider(figures, description="pruned", dpi=100, close=True):
             raise ValueError(f"duplicate rate label {label!r}; labels must be distinct")
         labels.append(label)
         pages.append(_page(figure, dpi, close))
+    if not -len(labels) <= selected < len(labels):
+        raise ValueError(f"selected must index one of the {len(labels)} figures, got {selected}")
+    selected %= len(labels)
     slider = widgets.SelectionSlider(
-        options=labels, index=0, description=description, continuous_update=True,
+        options=labels, index=selected, description=description, continuous_update=True,
         style={"description_width": "initial"}, layout=widgets.Layout(width="min(100%, 36rem)"),
     )
-    stack = widgets.Stack(pages, selected_index=0)
+    stack = widgets.Stack(pages, selected_index=selected)
     link = widgets.jslink((slider, "index"), (stack, "selected_index"))
     box = widgets.VBox([slider, stack])
     box.slider, box.stack, box.link = slider, stack, link
@@ -166,17 +170,19 @@ class ClaimRow:
     numbers: str = ""
     seeds: object = ""
     profile: str = ""
+    test: str = ""  # how the verdict was decided, thresholds included
 
 
 VERDICT_TEXT = {True: "supported", False: "not supported", None: "not computed"}
-_COLUMNS = ("id", "claim", "verdict", "numbers", "seeds", "profile")
+_COLUMNS = ("id", "claim", "verdict", "numbers", "test (thresholds)", "seeds", "profile")
 
 
 def claims_table(rows):
     """An HTML/markdown table of claims with this run's verdicts.
 
     Args:
-        rows: ``ClaimRow``s, or mappings with the keys id, claim, verdict, numbers, seeds, profile.
+        rows: ``ClaimRow``s, or mappings with the keys id, claim, verdict, numbers, seeds, profile
+            and optionally test.
     """
     rows = [row if isinstance(row, ClaimRow) else ClaimRow(**dict(row)) for row in rows]
     for row in rows:
@@ -185,7 +191,7 @@ def claims_table(rows):
 
     def cells(row):
         seeds = ", ".join(map(str, row.seeds)) if isinstance(row.seeds, (list, tuple)) else str(row.seeds)
-        return [row.id, row.claim, VERDICT_TEXT[row.verdict], row.numbers, seeds, row.profile]
+        return [row.id, row.claim, VERDICT_TEXT[row.verdict], row.numbers, row.test, seeds, row.profile]
 
     head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
     body = "".join(
@@ -193,7 +199,7 @@ def claims_table(rows):
         + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells(r)) + "</tr>"
         for r in rows
     )
-    html_text = f'<table class="table claims-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    html_text = f'<table class="table claims-table" style="font-size: 0.85em"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     escape = lambda c: str(c).replace("|", "\\|").replace("\n", " ")
     markdown = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     markdown += ["| " + " | ".join(escape(c) for c in cells(r)) + " |" for r in rows]
@@ -269,14 +275,31 @@ def png_html(png, alt="figure"):
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width:100%"/>'
 
 
-def parse_setup(name):
-    """Split a setup name "model/data set" (e.g. "lenet5/fashion-mnist") into its two validated parts."""
-    from psputil import data, models
+def available_setups(names, profile, download=False, device="cpu"):
+    """The setups of `names` whose data sets load: (dict name -> Setup, dict name -> missing-data note).
 
-    model, _, dataset = str(name).partition("/")
-    if model not in models.MODEL_NAMES or dataset not in data.DATASET_NAMES:
-        raise ValueError(
-            f"unknown setup {name!r}; use 'model/data set' with model in {', '.join(models.MODEL_NAMES)} "
-            f"and data set in {', '.join(data.DATASET_NAMES)}"
-        )
-    return model, dataset
+    Loading here also fetches a missing data set when `download` is true, so the
+    experiments that load it later find it. Unknown names raise ValueError.
+    """
+    from psputil import data
+
+    found, missing = {}, {}
+    for name in names:
+        setup = parse_setup(name, profile)
+        try:
+            data.load(setup.data, device, download=download)
+        except FileNotFoundError as error:
+            missing[name] = missing_data_note(error, name)
+            continue
+        found[name] = setup
+    return found, missing
+
+
+def parse_setup(name, profile="quick"):
+    """The ``experiments.Setup`` of a setup name ("lenet5-mnist", ...) for `profile` (which picks the data).
+
+    Raises ValueError naming the valid setups or profiles.
+    """
+    from psputil import experiments
+
+    return experiments.setup(str(name), profile)

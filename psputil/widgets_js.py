@@ -173,8 +173,30 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = unique
 
 
+# The widget bundle typesets labels with MathJax 2's ``MathJax.Hub.Queue`` whenever
+# ``window.MathJax`` exists; pages with math load MathJax 3, which has no ``Hub``, and
+# every widget label would throw. This maps the call onto MathJax 3's typesetPromise.
+MATHJAX2_SHIM = """(function () {
+  function patch(o) {
+    if (o && typeof o === "object" && !o.Hub) {
+      o.Hub = {Queue: function (job) {
+        var mj = window.MathJax;
+        if (Array.isArray(job) && job[0] === "Typeset" && mj && mj.typesetPromise) {
+          mj.typesetPromise([job[2]]).catch(function () {});
+        }
+      }};
+    }
+    return o;
+  }
+  var current = patch(window.MathJax);
+  Object.defineProperty(window, "MathJax", {configurable: true,
+    get: function () { return current; }, set: function (value) { current = patch(value); }});
+})();"""
+
+
 def setup(app):
     """Sphinx entry point."""
+    app.add_js_file(None, body=MATHJAX2_SHIM, priority=1)  # before MathJax and the widget bundle
     app.connect("config-inited", _config_inited, priority=300)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

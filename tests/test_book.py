@@ -133,22 +133,41 @@ def test_run_info_records_device_versions_profile_and_wall_time():
 
 
 def test_parse_setup():
-    assert book.parse_setup("lenet5/fashion-mnist") == ("lenet5", "fashion-mnist")
-    with pytest.raises(ValueError, match="model in lenet300"):
-        book.parse_setup("lenet5-mnist")
+    from psputil import experiments
+
+    assert book.parse_setup("lenet5-fashion") == experiments.setup("lenet5-fashion", "quick")
+    assert book.parse_setup("lenet5-mnist", "smoke").data.name == "mnist-5k"
+    assert book.parse_setup("lenet5-mnist", "paper").data.name == "mnist"
+    with pytest.raises(ValueError, match="lenet300-mnist"):
+        book.parse_setup("lenet5/mnist")
+
+
+def test_rate_slider_starts_at_the_selected_figure():
+    box = book.rate_slider({50: b"a", 80: b"b", 90: b"c"}, selected=-1)
+    assert box.slider.index == 2 and box.stack.selected_index == 2
+    with pytest.raises(ValueError, match="selected must index"):
+        book.rate_slider({50: b"a"}, selected=1)
+
+
+def test_available_setups_notes_missing_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("PSPUTIL_DATA", str(tmp_path))
+    found, missing = book.available_setups(["lenet300-mnist", "resnet32-cifar10"], "quick")
+    assert list(found) == ["lenet300-mnist"] and list(missing) == ["resnet32-cifar10"]
+    assert "resnet32-cifar10 skipped" in missing["resnet32-cifar10"]._repr_html_()
 
 
 # --- profiles and the CLI -----------------------------------------------------------
 
 
 def test_profiles_share_the_common_keys():
-    keys = {"profile", "device", "seeds", "setups", "rates", "download"}
+    keys = {"profile", "device", "seeds", "setups", "rates", "download", "executor", "workers", "ray_address"}
     for profile in book.PROFILES:
         values = cli.parameters(profile)
         assert set(values) >= keys and values["profile"] == profile
         assert all(isinstance(s, int) for s in values["seeds"])
         for setup in values["setups"]:
-            book.parse_setup(setup)
+            book.parse_setup(setup, profile)
+        assert values["rates"] is None or all(isinstance(r, float) for r in values["rates"])
     with pytest.raises(ValueError, match="valid profiles"):
         cli.parameters("huge")
 

@@ -15,8 +15,12 @@ import pytest
 
 try:
     from test_book import build_demo_book
+    from test_sections import build_smoke_book
 except ImportError:  # tests/ imported as a package
     from tests.test_book import build_demo_book
+    from tests.test_sections import build_smoke_book
+
+from psputil import book, cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
@@ -87,7 +91,8 @@ def test_rate_slider_switches_the_figure_offline(browser, site):
     image = page.locator(".widget-vbox .widget-box img.widget-image")
     image.first.wait_for(state="visible", timeout=20000)
     readout = page.locator(".widget-slider .widget-readout").first
-    assert readout.inner_text().strip() == "50.00 %"
+    rates = cli.parameters("smoke")["rates"]
+    assert readout.inner_text().strip() == book.format_rate(rates[0])
     first_src = image.first.get_attribute("src")
     first_shot = image.first.screenshot()
 
@@ -99,9 +104,60 @@ def test_rate_slider_switches_the_figure_offline(browser, site):
         " return i && i.src !== src && i.complete && i.naturalWidth > 0; }",
         arg=first_src, timeout=10000,
     )
-    assert readout.inner_text().strip() == "80.00 %"
+    assert readout.inner_text().strip() == book.format_rate(rates[1])
     assert image.count() == 1  # the stack shows one figure at a time
     assert image.first.screenshot() != first_shot
     page.close()
     assert errors == [], f"console errors on the demo page: {errors}"
     assert blocked == [], f"the demo page asked for other hosts: {blocked}"
+
+
+# --- the section pages of the smoke book ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sections_site(tmp_path_factory):
+    """Base URL of the smoke book (the section notebooks) served on 127.0.0.1."""
+    html, _, _ = build_smoke_book(tmp_path_factory.mktemp("smoke-book"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(html)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def _visible_figure(page):
+    """(src, screenshot) of the visible image of the first rate slider's stack."""
+    image = page.locator(".widget-vbox").first.locator("img:visible").first
+    image.wait_for(state="visible", timeout=20000)
+    return image.get_attribute("src"), image.screenshot()
+
+
+@pytest.mark.parametrize("page_name", ["section5_1.html", "section5_2.html", "section5_3.html"])
+def test_section_slider_switches_the_figure_offline(browser, sections_site, page_name):
+    page, errors, blocked = _open(browser, sections_site, page_name)
+    first_src, first_shot = _visible_figure(page)
+    readout = page.locator(".widget-slider .widget-readout").first
+    before = readout.inner_text().strip()
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.focus()
+    # 5.1 starts at the lowest milestone, 5.2 and 5.3 at the highest
+    page.keyboard.press("ArrowRight" if page_name == "section5_1.html" else "ArrowLeft")
+    page.wait_for_function(
+        "(src) => [...document.querySelector('.widget-vbox').querySelectorAll('img')]"
+        ".some(i => i.offsetParent !== null && i.src !== src && i.complete && i.naturalWidth > 0)",
+        arg=first_src, timeout=10000,
+    )
+    assert readout.inner_text().strip() != before
+    src, shot = _visible_figure(page)
+    assert src != first_src and shot != first_shot
+    page.close()
+    assert errors == [], f"console errors on {page_name}: {errors}"
+    assert blocked == [], f"{page_name} asked for other hosts: {blocked}"
+
+
+def test_conclusions_page_shows_the_claims_offline(browser, sections_site):
+    page, errors, blocked = _open(browser, sections_site, "conclusions.html")
+    assert page.locator("table.claims-table tbody tr").count() == 5
+    page.close()
+    assert errors == [] and blocked == [], (errors, blocked)
