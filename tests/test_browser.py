@@ -158,6 +158,6 @@ def test_section_slider_switches_the_figure_offline(browser, sections_site, page
 
 def test_conclusions_page_shows_the_claims_offline(browser, sections_site):
     page, errors, blocked = _open(browser, sections_site, "conclusions.html")
-    assert page.locator("table.claims-table tbody tr").count() == 5
+    assert page.locator("table.claims-table tbody tr").count() == 6  # C1-C5 and C6 (transfer)
     page.close()
     assert errors == [] and blocked == [], (errors, blocked)

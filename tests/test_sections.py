@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -18,7 +17,7 @@ import torch
 from psputil import analysis, book, cli, experiments, paths, store
 
 REPO = paths.REPO_ROOT
-SECTIONS = ("section5_1", "section5_2", "section5_3", "conclusions")
+SECTIONS = ("section5_1", "section5_2", "section5_3", "transfer", "conclusions")
 PLANE_KEYS = ("landscape_setup", "grid_points", "train_samples", "entropy2_layers", "points_per_pass")
 _BUILT = {}
 
@@ -168,6 +167,6 @@ def test_built_html_has_every_figure_and_the_claims_table(smoke_book):
         slider = next(v["state"] for v in _widget_state(pages[name]).values() if v["model_name"] == "SelectionSliderModel")
         assert slider["index"] == len(slider["_options_labels"]) - 1
     table = re.search(r'<table class="table claims-table"[^>]*>.*?</table>', pages["conclusions"], re.S)
-    assert table and all(f"<td>C{i}</td>" in table.group(0) for i in range(1, 6))
-    assert re.findall(r"<td>(supported|not supported|not computed)</td>", table.group(0)).__len__() == 5
+    assert table and all(f"<td>C{i}</td>" in table.group(0) for i in range(1, 7))  # C6: the transfer chapter
+    assert re.findall(r"<td>(supported|not supported|not computed)</td>", table.group(0)).__len__() == 6
     assert "test (thresholds)" in table.group(0) and "<td>smoke</td>" in table.group(0)

@@ -2,9 +2,6 @@
 
 import copy
 import dataclasses
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +11,6 @@ from torch import nn
 
 from psputil import data, models, probe, pruning, rank_stats, transfer
 from psputil.data import DataConfig, DataSplits, TensorSplit
-from psputil.paths import REPO_ROOT
 
 
 def _random_splits(shape=(1, 28, 28), n=(200, 50, 100), seed=0):
@@ -166,19 +162,15 @@ def _fashion_available():
         return False
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not _fashion_available(), reason="the smoke pair's target (Fashion-MNIST) is not installed")
-def test_chapter_runs_under_papermill_with_the_smoke_profile(tmp_path):
+def test_chapter_runs_under_papermill_with_the_smoke_profile(tmp_path_factory):
     import nbformat
+    from test_sections import build_smoke_book  # the smoke book, executed once per session
 
-    book = REPO_ROOT / "book"
-    out = tmp_path / "transfer.ipynb"
-    env = dict(os.environ, PSPUTIL_STORE=str(tmp_path / "store"), TQDM_DISABLE="1")
-    command = [sys.executable, "-m", "papermill", str(book / "transfer.ipynb"), str(out), "-k", "python3",
-               "--cwd", str(book), "--no-progress-bar", "-f", str(book / "params" / "smoke.yaml"),
-               "-f", str(book / "params" / "smoke" / "transfer.yaml")]
-    subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
-    outputs = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    _, executed, _ = build_smoke_book(tmp_path_factory.mktemp("smoke-book"))
+    nb = nbformat.read(executed / "transfer.ipynb", as_version=4)
+    assert nb.metadata["papermill"]["parameters"]["finetune_epochs"] == 1  # smoke/transfer.yaml was applied
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs if "data" in o)
     assert "transfer-table" in html and "lenet300-mnist -&gt; fashion-mnist" in html
