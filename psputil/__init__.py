@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "models", "data", "train", "store", "paths", "devices", "activations", "metrics", "pruning", "lobster",
-    "oneshot", "setups", "experiments", "landscape", "grid", "hessian", "psp", "executors", "sweep", "book",
+    "oneshot", "setups", "experiments", "landscape", "grid", "hessian", "psp", "executors", "sweep", "book", "blocks",
 )
 
 
