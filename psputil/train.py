@@ -189,8 +189,10 @@ def fit(model, data, config, seed=0, device="auto", hooks=(), progress=True, des
             "valid_loss": valid_loss, "valid_error": valid_error,
             "seconds": time.perf_counter() - start,
         }
+        scheduler = state.scheduler
         stop = any([hook.after_epoch(state, record) for hook in hooks])
-        _step_scheduler(state.scheduler, valid_loss)
+        if state.scheduler is scheduler:  # a hook that installed a fresh schedule starts it from scratch
+            _step_scheduler(state.scheduler, valid_loss)
         state.history.append(record)
         bar.set_postfix(loss=f"{train_loss:.3f}", valid_err=f"{valid_error:.2f}%")
         if stop:
