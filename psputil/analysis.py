@@ -9,7 +9,6 @@ mask (Fig. 2b). Both are keyed by a ``PlaneConfig``, so Sections 5.2, 5.3 and th
 conclusions share one computation.
 """
 
-import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,11 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from psputil import data as datasets
 from psputil import devices, experiments, hessian, landscape, oneshot, psp, pruning
 from psputil.experiments import Setup
 from psputil.metrics import Error, Loss
-from psputil.store import RunStore
 
 MAP_NAMES = ("loss", "error", "psp_l2", "psp_entropy1", "psp_entropy2")
 
@@ -108,7 +105,7 @@ def solutions(config, store=None, device="auto", progress=False):
 
 def train_subset(config, device="auto"):
     """The seeded training subset the plane and the Hessian are computed on."""
-    splits = _splits(config.setup.data, str(devices.resolve(device)))
+    splits = experiments._splits(config.setup.data, str(devices.resolve(device)))
     return splits.train.subset(config.train_samples, config.seed)
 
 
@@ -125,7 +122,7 @@ def plane(config, store=None, device="auto", batch_size=500, points_per_pass=4, 
         layer sparsity, plane coordinates, and "entropy1": per_layer, per_neuron, per_class of
         first-order PSP-entropy on the subset), "entropy2_layers", "samples".
     """
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = experiments._store(store)
     return store.cached("plane", config, "result",
                         lambda: _compute_plane(config, store, device, batch_size, points_per_pass, progress))
 
@@ -135,7 +132,7 @@ def curvature(config, store=None, device="auto", progress=False):
 
     Returns: dict "g", "oneshot" -> list of floats (descending), "samples".
     """
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = experiments._store(store)
 
     def compute():
         (g, g_mask, _), (one, one_mask, _) = solutions(config, store, device, progress)
@@ -164,7 +161,7 @@ def _compute_plane(config, store, device, batch_size, points_per_pass, progress)
     subset = train_subset(config, device)
     through = landscape.plane_through(g, one, seed=config.seed)
     a, b = config.axes()
-    num_classes = _splits(config.setup.data, str(devices.resolve(device))).num_classes
+    num_classes = experiments._splits(config.setup.data, str(devices.resolve(device))).num_classes
     metrics = [Loss(), Error(), psp.PSPL2(),
                psp.PSPEntropy(1, num_classes, config.eps),
                psp.PSPEntropy(2, num_classes, config.eps, layers=config.entropy2_layers)]
@@ -181,8 +178,3 @@ def _compute_plane(config, store, device, batch_size, points_per_pass, progress)
                     "entropy1": {"total": first.total, "per_layer": first.per_layer,
                                  "per_neuron": first.per_neuron, "per_class": first.per_class}}
     return out
-
-
-@functools.lru_cache(maxsize=2)
-def _splits(config, device):
-    return datasets.load(config, device)

@@ -74,7 +74,7 @@ def c2(controls, thresholds=Thresholds()):
 
     A setup supports it when, with L/R/N the lottery/reinit/random mean errors and G LOBSTER's:
     L <= G + recover at the lowest milestone; L > G + fail at the highest; there
-    0 <= N_reinit - L <= slight and random > reinit.
+    0 <= R - L <= slight and N > R.
     """
     t = thresholds
     test = (f"lowest milestone: lottery <= G + {t.c2_recover:g} pt; highest: lottery > G + {t.c2_fail:g} pt, "

@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from psputil import paths
+from psputil.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +226,9 @@ def _unpack_idx(source, target):
     """Decompress the four IDX files into torchvision's layout (once)."""
     log.info("unpacking Fashion-MNIST from %s into %s", source, target)
     target.mkdir(parents=True, exist_ok=True)
-    for f in IDX_FILES:
-        partial = target / f"{f}.partial"
-        with gzip.open(source / f"{f}.gz", "rb") as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        partial.replace(target / f)
+    for f in IDX_FILES:  # unique temp files: parallel workers may unpack at the same time
+        with gzip.open(source / f"{f}.gz", "rb") as src:
+            atomic_write(target / f, lambda dst: shutil.copyfileobj(src, dst))
 
 
 def _mnist_5k():

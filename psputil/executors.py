@@ -65,10 +65,6 @@ class _Executor:
     def __exit__(self, *exc):
         self.close()
 
-    def describe(self):
-        """A short text for run records: name and worker count."""
-        return f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''})"
-
 
 class InProcessExecutor(_Executor):
     """Runs units one after another in this process (the default)."""

@@ -56,10 +56,10 @@ class HessianOperator(LinearOperator):
         if self._data is not None:
             return
         data = [(x.to(self.device), y.to(self.device)) for x, y in self._batches]
-        self._batches = None
         total = sum(len(y) for _, y in data)
         if total == 0:
             raise ValueError("batches hold no samples; pass an iterable of (inputs, targets) with at least one sample")
+        self._batches = None
         self._data = [(x, y, len(y) / total) for x, y in data]
         with _eval_mode(self.model):
             first, used = _measured(lambda: self._gradient(*self._data[0], create_graph=True))

@@ -72,7 +72,7 @@ def plane_through(model_g, model_1s, seed=0):
 
     Args:
         model_g: the origin (the gradual solution G).
-        model_1s: the point (1, 0) (the one-shot solution 1-S); moved to G's device.
+        model_1s: the point (1, 0) (the one-shot solution 1-S); its parameters are copied to G's device.
         seed: seed of the random direction v (drawn on the CPU, same v everywhere).
 
     Returns:

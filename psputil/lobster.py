@@ -199,7 +199,7 @@ class LobsterHook(pruning.MaskHook):
         row["layer_sparsity"] = pruning.layer_sparsity(model)
         record.update(pruned=count, sparsity=row["sparsity"])
         self.events.append(row)
-        self.checkpoints.append({"state": _cpu(model.state_dict()), "mask": _cpu(new_mask)})
+        self.checkpoints.append({"state": pruning.to_cpu(model.state_dict()), "mask": pruning.to_cpu(new_mask)})
         log.info("epoch %d: pruned %d, sparsity %.2f%%, test error %.2f%%", state.epoch, count, row["sparsity"], row["test_error"])
         self._reset_plateau(model, row["valid_loss"])
         if self.config.reset_lr:
@@ -242,7 +242,7 @@ def run(model, data, config, train_config, seed=0, device="auto", progress=False
     if hook.checkpoints:
         final = hook.checkpoints[-1]
     else:
-        final = {"state": _cpu(hook.best_state), "mask": _cpu(hook.mask)}
+        final = {"state": pruning.to_cpu(hook.best_state), "mask": pruning.to_cpu(hook.mask)}
     return {"history": history, "events": hook.events, "checkpoints": hook.checkpoints,
             "stopped": hook.stopped, "state": final["state"], "mask": final["mask"]}
 
@@ -254,7 +254,3 @@ def event_at(events, target):
             return index
     reached = max((row["sparsity"] for row in events), default=0.0)
     raise ValueError(f"the LOBSTER run never reached {target}% sparsity; valid milestones are <= {reached:.3f}%")
-
-
-def _cpu(tensors):
-    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}

@@ -27,12 +27,12 @@ class SnapshotHook(Hook):
 
     def before_training(self, state):
         if self.iteration == 0:
-            self.state = _cpu(state.model.state_dict())
+            self.state = pruning.to_cpu(state.model.state_dict())
 
     def after_step(self, state):
         self.steps += 1
         if self.steps == self.iteration:
-            self.state = _cpu(state.model.state_dict())
+            self.state = pruning.to_cpu(state.model.state_dict())
 
 
 def train_dense(model, data, config, seed=0, rewind_iteration=0, device="auto", progress=False):
@@ -49,7 +49,7 @@ def train_dense(model, data, config, seed=0, rewind_iteration=0, device="auto", 
     history = fit(model, data, config, seed=seed, device=device, hooks=[snapshot], progress=progress, desc="dense")
     if snapshot.state is None:
         raise ValueError(f"rewind_iteration {rewind_iteration} exceeds the {snapshot.steps} optimiser steps of training")
-    return {"state": _cpu(model.state_dict()), "rewind_state": snapshot.state, "history": history, **_scores(model, data)}
+    return {"state": pruning.to_cpu(model.state_dict()), "rewind_state": snapshot.state, "history": history, **_scores(model, data)}
 
 
 def prune_and_rewind(model, trained_state, rewind_state, target):
@@ -76,7 +76,7 @@ def retrain(model, data, config, mask, seed=0, device="auto", progress=False):
     pruning.check_mask(model, mask)
     history = fit(model, data, config, seed=seed, device=device, hooks=[pruning.MaskHook(mask)],
                   progress=progress, desc="retrain")
-    return {"state": _cpu(model.state_dict()), "mask": _cpu(mask), "history": history,
+    return {"state": pruning.to_cpu(model.state_dict()), "mask": pruning.to_cpu(mask), "history": history,
             "sparsity": pruning.sparsity(model), **_scores(model, data)}
 
 
@@ -143,7 +143,3 @@ def _scores(model, data):
 
 def _device(model):
     return next(model.parameters()).device
-
-
-def _cpu(tensors):
-    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}

@@ -28,6 +28,8 @@ def sparsity(model):
     """Percent of zero weights and biases in the Conv2d and Linear layers of `model`."""
     params = list(prunable(model).values())
     total = sum(p.numel() for p in params)
+    if total == 0:
+        raise ValueError(f"{type(model).__name__} has no Conv2d or Linear weights; sparsity needs at least one")
     zeros = sum(int((p == 0).sum()) for p in params)
     return 100.0 * zeros / total
 
@@ -58,11 +60,6 @@ def full_mask(model):
     return {name: torch.ones_like(p, dtype=torch.bool) for name, p in prunable(model).items()}
 
 
-def nonzero_mask(model):
-    """The mask of the prunable weights that are not exactly zero."""
-    return {name: p.detach() != 0 for name, p in prunable(model).items()}
-
-
 def check_mask(model, mask):
     """Raise ValueError unless `mask` has exactly one bool tensor of the right shape per prunable tensor."""
     params = prunable(model)
@@ -84,18 +81,6 @@ def apply_mask(model, mask):
     for name, p in prunable(model).items():
         p.mul_(mask[name].to(p.device))
     return model
-
-
-def threshold_mask(model, threshold, mask=None):
-    """Mask keeping the weights with magnitude strictly above `threshold` (and inside `mask`, if given)."""
-    params = prunable(model)
-    if mask is not None:
-        check_mask(model, mask)
-    out = {}
-    for name, p in params.items():
-        keep = p.detach().abs() > threshold
-        out[name] = keep & mask[name].to(p.device) if mask is not None else keep
-    return out
 
 
 def magnitude_mask(model, target, mask=None):
@@ -200,3 +185,8 @@ class MaskHook(Hook):
         buffers = [(b, f) for b, f in buffers if b is not None]
         if buffers:
             torch._foreach_mul_([b for b, _ in buffers], [f for _, f in buffers])
+
+
+def to_cpu(tensors):
+    """Detached CPU copies of a dict of tensors (for checkpoints)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}

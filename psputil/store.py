@@ -62,8 +62,8 @@ class RunStore:
     def __init__(self, root=None):
         self.root = paths.store_root(root)
 
-    def folder(self, stage, config):
-        """The folder of one run; created with its config.json, checked against it if present."""
+    def folder(self, stage, config, create=True):
+        """The folder of one run, checked against its config.json if present; `create` makes it if absent."""
         folder = self.root / stage / key(config)
         description = describe(config)
         config_file = folder / "config.json"
@@ -77,13 +77,13 @@ class RunStore:
                     f"{config_file} describes other hyperparameters than the ones asking for it "
                     f"(stored {stored}, asked {description}); delete the folder to recompute"
                 )
-        else:
+        elif create:
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write(config_file, lambda f: f.write(json.dumps(description, indent=1).encode()))
+            atomic_write(config_file, lambda f: f.write(json.dumps(description, indent=1).encode()))
         return folder
 
-    def path(self, stage, config, name):
-        return self.folder(stage, config) / f"{name}.pt"
+    def path(self, stage, config, name, create=True):
+        return self.folder(stage, config, create) / f"{name}.pt"
 
     def has(self, stage, config, name):
         return (self.root / stage / key(config) / f"{name}.pt").exists()
@@ -91,12 +91,12 @@ class RunStore:
     def save(self, stage, config, name, obj):
         """Store `obj` (tensors, dicts, lists, numbers, strings) atomically; returns its path."""
         path = self.path(stage, config, name)
-        _atomic_write(path, lambda f: torch.save(obj, f))
+        atomic_write(path, lambda f: torch.save(obj, f))
         return path
 
     def load(self, stage, config, name, map_location="cpu"):
         """Load a stored object; raises ``StoreError`` naming the file if it is corrupt."""
-        path = self.path(stage, config, name)
+        path = self.path(stage, config, name, create=False)
         if not path.exists():
             raise FileNotFoundError(f"nothing stored at {path}")
         try:
@@ -113,7 +113,7 @@ class RunStore:
         return result
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     """Write through a temp file in the same folder, then rename over `path`."""
     path = Path(path)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
