@@ -67,10 +67,9 @@ def parameters(profile, notebook=None, params=BOOK / "params"):
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
-    values = yaml.safe_load((Path(params) / f"{profile}.yaml").read_text()) or {}
-    specific = Path(params) / profile / f"{notebook}.yaml"
-    if notebook is not None and specific.is_file():
-        values.update(yaml.safe_load(specific.read_text()) or {})
+    values = {}
+    for path in parameter_files(profile, notebook, params):
+        values.update(yaml.safe_load(path.read_text()) or {})
     return values
 
 

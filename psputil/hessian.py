@@ -18,6 +18,8 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import functional_call
 
+from psputil.train import eval_mode
+
 GRAPH_MEMORY = 2 * 2**30  # bytes of retained gradient graphs allowed by default
 
 
@@ -61,7 +63,7 @@ class HessianOperator(LinearOperator):
             raise ValueError("batches hold no samples; pass an iterable of (inputs, targets) with at least one sample")
         self._batches = None
         self._data = [(x, y, len(y) / total) for x, y in data]
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             first, used = _measured(lambda: self._gradient(*self._data[0], create_graph=True))
             if used * total / max(len(self._data[0][1]), 1) <= self._graph_memory:
                 self._graphs = [first] + [self._gradient(*b, create_graph=True) for b in self._data[1:]]
@@ -80,7 +82,7 @@ class HessianOperator(LinearOperator):
         vector = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), device=self.device)
         vector = self._scatter(vector.to(self.param_dtype))
         total = [torch.zeros(s, dtype=self.param_dtype, device=self.device) for s in self.shapes]
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             for index, batch in enumerate(self._data):
                 leaves, grads = self._graphs[index] if self._graphs else self._gradient(*batch, create_graph=True)
                 # parameters the loss does not reach, or reaches only linearly, add nothing
@@ -197,15 +199,3 @@ def _single_threaded_blas():
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
-
-
-@contextlib.contextmanager
-def _eval_mode(model):
-    """Eval mode inside the block; every submodule gets its own mode back after."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training

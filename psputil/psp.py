@@ -19,6 +19,7 @@ import torch
 from psputil import psp_counts
 from psputil.activations import capture_psps, relu_modules
 from psputil.metrics import Metric
+from psputil.train import eval_mode
 
 
 @dataclass
@@ -208,21 +209,15 @@ def _run(model, batches, metric):
     names = [name for name, _ in relu_modules(model)]
     if metric.layers is not None:
         _check_layers(metric.layers, names)
-    modes = {module: module.training for module in model.modules()}
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     state, sink = metric.init(1, device), {}
-    try:
-        model.eval()
-        with torch.no_grad(), capture_psps(model, sink):
-            for inputs, targets in batches:
-                sink.clear()
-                outputs = model(inputs.to(device))
-                psps = {name: z.unsqueeze(0) for name, z in sink.items()}
-                state = metric.update(state, outputs.unsqueeze(0), targets.to(device), psps)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    with eval_mode(model), torch.no_grad(), capture_psps(model, sink):
+        for inputs, targets in batches:
+            sink.clear()
+            outputs = model(inputs.to(device))
+            psps = {name: z.unsqueeze(0) for name, z in sink.items()}
+            state = metric.update(state, outputs.unsqueeze(0), targets.to(device), psps)
     return state
 
 

@@ -5,6 +5,7 @@ in through ``Hook`` (a per-step regulariser, masks, decisions at epoch end)
 without copying the loop.
 """
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -105,15 +106,25 @@ def make_scheduler(optimizer, config):
     return None
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """Eval mode inside the block; every submodule gets its own mode back after."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 @torch.no_grad()
 def evaluate(model, split, batch_size=1000, precision="fp32"):
     """Mean cross-entropy loss and top-1 error (percent) of `model` on a ``TensorSplit``.
 
-    The model is put in eval mode and returned to its previous mode afterwards.
+    The model is put in eval mode and returned to its previous modes afterwards.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         loss_sum = torch.zeros((), device=split.images.device)
         wrong = torch.zeros((), device=split.images.device, dtype=torch.long)
         for x, y in split.batches(batch_size):
@@ -123,8 +134,6 @@ def evaluate(model, split, batch_size=1000, precision="fp32"):
             wrong += (out.argmax(1) != y).sum()
         n = len(split)
         return loss_sum.item() / n, 100.0 * wrong.item() / n
-    finally:
-        model.train(was_training)
 
 
 def fit(model, data, config, seed=0, device="auto", hooks=(), progress=True, desc="train"):
