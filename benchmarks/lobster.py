@@ -18,7 +18,11 @@ import time
 
 import torch
 
-from psputil import data, experiments, lobster, models, train
+from psputil import data, models, train
+
+from psputil.experiments import runs as experiments
+
+from psputil.pruning import lobster
 
 
 def per_epoch(run, epochs):

@@ -28,7 +28,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from psputil import executors, experiments, models, oneshot, sweep
+from psputil import models
+
+from psputil.scale import executors
+
+from psputil.experiments import runs as experiments
+
+from psputil.pruning import oneshot
+
+from psputil.scale import sweep
 from psputil.store import RunStore
 
 # --- projection assumptions (edit these; they are printed) ---------------------------

@@ -33,7 +33,7 @@ class PILDataset(torch.utils.data.Dataset):
 
 
 def baseline_epoch_seconds(model_name, images, labels, epochs, workers):
-    mean, std = data.NORMALIZATION["mnist"]
+    mean, std = data.info("mnist").mean, data.info("mnist").std
     dataset = PILDataset(images, labels, transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)]))
     loader = torch.utils.data.DataLoader(dataset, batch_size=100, shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(0))
@@ -64,7 +64,7 @@ def main():
     args = parser.parse_args()
     splits = data.load("mnist-5k")
     # The baseline sees the same training images, de-normalised back to uint8.
-    mean, std = data.NORMALIZATION["mnist"]
+    mean, std = data.info("mnist").mean, data.info("mnist").std
     raw = (splits.train.images[:, 0] * std[0] + mean[0]).mul(255).round().clamp(0, 255).to(torch.uint8)
     n = len(splits.train)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n} training samples, batch 100")

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from psputil import cli
+from psputil.book import cli
 
 GOAL_SECONDS = 600.0
 

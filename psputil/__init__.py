@@ -9,8 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "models", "data", "train", "store", "paths", "devices", "activations", "metrics", "pruning", "lobster",
-    "oneshot", "setups", "experiments", "landscape", "grid", "hessian", "psp", "executors", "sweep", "book", "blocks",
+    "paths", "devices", "checks", "store", "data", "models", "train", "metrics", "hessian",
+    "pruning", "psp", "landscape", "scale", "experiments", "transfer", "book",
 )
 
 

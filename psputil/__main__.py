@@ -1,5 +1,5 @@
 """``python -m psputil reproduce --profile quick|smoke|paper``: see ``psputil.cli``."""
 
-from psputil.cli import main
+from psputil.book.cli import main
 
 raise SystemExit(main())

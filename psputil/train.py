@@ -6,6 +6,7 @@ without copying the loop.
 """
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ def fit(model, data, config, seed=0, device="auto", hooks=(), progress=True, des
     optimizer = make_optimizer(model, config)
     state = TrainState(model, optimizer, data, config, scheduler=make_scheduler(optimizer, config))
     generator = torch.Generator().manual_seed(seed)
-    augment = crop_flip if config.augment else None
+    augment = functools.partial(crop_flip, dataset=data.dataset) if config.augment else None
     for hook in hooks:
         hook.before_training(state)
     bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not progress, leave=False)

@@ -15,7 +15,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from psputil import book, cli, paths, widgets_js  # noqa: E402
+from psputil import paths  # noqa: E402
+
+from psputil.book import pages as book
+
+from psputil.book import cli
+
+from psputil.book import widgets_js
 
 REPO = paths.REPO_ROOT
 DEMO = Path(__file__).parent / "data" / "widget_demo.ipynb"
@@ -133,7 +139,7 @@ def test_run_info_records_device_versions_profile_and_wall_time():
 
 
 def test_parse_setup():
-    from psputil import experiments
+    from psputil.experiments import runs as experiments
 
     assert book.parse_setup("lenet5-fashion") == experiments.setup("lenet5-fashion", "quick")
     assert book.parse_setup("lenet5-mnist", "smoke").data.name == "mnist-5k"

@@ -20,7 +20,9 @@ except ImportError:  # tests/ imported as a package
     from tests.test_book import build_demo_book
     from tests.test_sections import build_smoke_book
 
-from psputil import book, cli
+from psputil.book import pages as book
+
+from psputil.book import cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
@@ -72,7 +74,8 @@ def _open(browser, site, page_name):
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(site + page_name)
-    page.wait_for_load_state("networkidle")
+    # "load", not "networkidle": a widget image's blob: URL can stay pending in Chromium for good
+    page.wait_for_load_state("load")
     return page, errors, blocked
 
 

@@ -4,8 +4,10 @@ import math
 
 import pytest
 
-from psputil import book, claims
-from psputil.claims import Thresholds
+from psputil.book import pages as book
+
+from psputil.experiments import claims
+from psputil.experiments.claims import Thresholds
 
 
 def entry(sparsity, g, lottery, reinit, random, n=2, std=0.1):

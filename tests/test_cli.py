@@ -9,7 +9,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from psputil import cli, paths
+from psputil import paths
+
+from psputil.book import cli
 
 REPO = paths.REPO_ROOT
 DEMO = Path(__file__).parent / "data" / "widget_demo.ipynb"

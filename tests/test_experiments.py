@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from psputil import experiments, pruning, store
+from psputil import pruning, store
+
+from psputil.experiments import runs as experiments
 
 
 class Killed(BaseException):

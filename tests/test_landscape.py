@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from psputil import landscape, models
-from psputil.activations import capture_psps
+from psputil.psp.activations import capture_psps
 from psputil.data import TensorSplit
 from psputil.metrics import Error, Loss, Metric
 

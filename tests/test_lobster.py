@@ -6,7 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from psputil import data, lobster, models, oneshot, pruning, train
+from psputil import data, models, pruning, train
+
+from psputil.pruning import lobster
+
+from psputil.pruning import oneshot
 from psputil.data import DataConfig, DataSplits, TensorSplit
 
 

@@ -5,7 +5,9 @@ import statistics
 import pytest
 import torch
 
-from psputil import models, oneshot, pruning, train
+from psputil import models, pruning, train
+
+from psputil.pruning import oneshot
 from psputil.data import DataConfig, DataSplits, TensorSplit
 
 

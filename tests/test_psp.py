@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from psputil import psp, psp_counts
+from psputil import psp
+
+from psputil.psp import counts as psp_counts
 
 NUM_CLASSES = 4
 

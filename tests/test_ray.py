@@ -22,7 +22,13 @@ import torch
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install -r requirements-ray.txt (CI installs it)")
 
-from psputil import cli, executors, experiments, sweep  # noqa: E402
+from psputil.book import cli
+
+from psputil.scale import executors
+
+from psputil.experiments import runs as experiments
+
+from psputil.scale import sweep
 from psputil.store import RunStore  # noqa: E402
 
 SETUP = experiments.setup("lenet300-mnist", "smoke")
@@ -98,7 +104,9 @@ def test_ray_sweep_equals_in_process_bit_for_bit(ray_address, lobster_store, tmp
 
 DRIVER = textwrap.dedent("""
     import dataclasses, functools, json, sys
-    from psputil import executors, experiments, sweep
+    from psputil.scale import executors
+    from psputil.experiments import runs as experiments
+    from psputil.scale import sweep
     from psputil.store import RunStore
 
     address, root, epochs, units = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

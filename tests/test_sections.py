@@ -14,7 +14,15 @@ import nbformat
 import pytest
 import torch
 
-from psputil import analysis, book, cli, experiments, paths, store
+from psputil import paths, store
+
+from psputil.experiments import analysis
+
+from psputil.book import pages as book
+
+from psputil.book import cli
+
+from psputil.experiments import runs as experiments
 
 REPO = paths.REPO_ROOT
 SECTIONS = ("section5_1", "section5_2", "section5_3", "transfer", "conclusions")

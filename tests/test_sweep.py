@@ -5,7 +5,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from psputil import executors, sweep
+from psputil.scale import executors
+
+from psputil.scale import sweep
 from psputil.store import RunStore
 
 

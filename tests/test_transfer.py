@@ -9,7 +9,11 @@ import scipy.stats
 import torch
 from torch import nn
 
-from psputil import data, models, probe, pruning, rank_stats, transfer
+from psputil import data, models, pruning, rank_stats
+
+from psputil.transfer import probe
+
+from psputil.transfer import units as transfer
 from psputil.data import DataConfig, DataSplits, TensorSplit
 
 

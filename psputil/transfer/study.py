@@ -7,8 +7,8 @@ cached units with the same parameters.
 import dataclasses
 from dataclasses import dataclass, field
 
-from psputil import transfer
-from psputil.probe import FINETUNE
+from psputil.transfer import units as transfer
+from psputil.transfer.probe import FINETUNE
 
 
 @dataclass

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from psputil import paths
-from psputil.book import PROFILES
-from psputil.executors import EXECUTOR_NAMES
+from psputil.book.pages import PROFILES
+from psputil.scale.executors import EXECUTOR_NAMES
 
 BOOK = paths.REPO_ROOT / "book"
 CONFIG = paths.REPO_ROOT / "_config.yml"
@@ -194,7 +194,7 @@ def _shared_ray(executor, workers, address, out):
     if executor != "ray" or address:
         yield address
         return
-    from psputil.executors import RayExecutor
+    from psputil.scale.executors import RayExecutor
 
     with RayExecutor(workers=workers) as ray_executor:
         out(f"started a local Ray instance at {ray_executor.address} ({ray_executor.workers} CPUs, "

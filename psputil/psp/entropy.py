@@ -4,7 +4,7 @@ A PSP is the input of an ``nn.ReLU`` module (one hidden layer); a conv channel a
 one spatial position is one neuron. The quantities are accumulated in one
 streaming pass by the ``Metric`` classes below, which the loss-plane evaluator
 runs for many grid points at once; ``l2`` and ``entropy`` run the same metrics
-for one model. Formulas and counting live in ``psputil.psp_counts``.
+for one model. Formulas and counting live in ``psputil.psp.counts``.
 
 Second and higher order keep the activity bits of every sample (1 bit per
 neuron and sample, per grid point) and count pairs tile by tile at the end.
@@ -16,8 +16,8 @@ from typing import Dict, Optional
 
 import torch
 
-from psputil import psp_counts
-from psputil.activations import capture_psps, relu_modules
+from psputil.psp import counts
+from psputil.psp.activations import capture_psps, relu_modules
 from psputil.metrics import Metric
 from psputil.train import eval_mode
 
@@ -125,17 +125,17 @@ class PSPEntropy(Metric):
         }
 
     def update(self, state, outputs, targets, psps):
-        onehot = psp_counts.class_onehot(targets, self.num_classes)
+        onehot = counts.class_onehot(targets, self.num_classes)
         state["class_sizes"] += onehot.sum(0).double()
         if self.order >= 2:
             state["labels"].append(targets.long())
         for name, z in _selected(psps, self.layers).items():
             active = z.flatten(2) > 0  # (P, B, N)
             state["shapes"][name] = active.shape[2]
-            counts = psp_counts.active_counts(active, onehot)
-            state["ones"][name] = state["ones"].get(name, 0) + counts
+            ones = counts.active_counts(active, onehot)
+            state["ones"][name] = state["ones"].get(name, 0) + ones
             if self.order >= 2:
-                state["bits"].setdefault(name, []).append(psp_counts.pack_bits(active))
+                state["bits"].setdefault(name, []).append(counts.pack_bits(active))
         return state
 
     def result(self, state):
@@ -147,7 +147,7 @@ class PSPEntropy(Metric):
         sizes = state["class_sizes"]
         _check_nonempty(int(sizes.sum()))
         if self.order == 1:
-            per_class = {n: psp_counts.first_order_entropy(o[point], sizes, self.eps) for n, o in state["ones"].items()}
+            per_class = {n: counts.first_order_entropy(o[point], sizes, self.eps) for n, o in state["ones"].items()}
             return _from_per_class(1, per_class, weights={n: pc.shape[0] for n, pc in per_class.items()})
         labels = torch.cat(state["labels"])
         if self.order == 2:
@@ -156,8 +156,8 @@ class PSPEntropy(Metric):
                 neurons = state["shapes"][name]
                 if neurons < 2:
                     continue  # a layer of one neuron has no pairs
-                packed, offsets = psp_counts.group_by_class(torch.cat([c[point] for c in chunks]), labels, self.num_classes)
-                sums = psp_counts.pair_entropy_sums(packed, offsets, neurons, state["ones"][name][point], self.eps, self.block_size)
+                packed, offsets = counts.group_by_class(torch.cat([c[point] for c in chunks]), labels, self.num_classes)
+                sums = counts.pair_entropy_sums(packed, offsets, neurons, state["ones"][name][point], self.eps, self.block_size)
                 per_class[name] = sums / (neurons - 1)
             return _from_per_class(2, per_class, weights={n: pc.shape[0] * (pc.shape[0] - 1) for n, pc in per_class.items()})
         return self._sampled(state, point, labels)
@@ -169,9 +169,9 @@ class PSPEntropy(Metric):
             neurons = state["shapes"][name]
             if neurons < self.order:
                 continue  # no k-subsets in this layer
-            subsets = psp_counts.random_subsets(neurons, self.order, self.samples, generator)
+            subsets = counts.random_subsets(neurons, self.order, self.samples, generator)
             packed = torch.cat([c[point] for c in chunks])
-            values = psp_counts.subset_entropy(packed, labels, state["class_sizes"], subsets.to(packed.device), self.eps)
+            values = counts.subset_entropy(packed, labels, state["class_sizes"], subsets.to(packed.device), self.eps)
             means[name], errors[name] = float(values.mean()), float(values.std() / math.sqrt(len(values)))
             weights[name], drawn[name] = math.comb(neurons, self.order), len(values)
         if not means:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from psputil import executors as executors_module
+from psputil.scale import executors as executors_module
 from psputil import store as store_module
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 
-from psputil.blocks import (  # noqa: F401 (re-exported for the notebooks)
+from psputil.book.blocks import (  # noqa: F401 (re-exported for the notebooks)
     VERDICT_TEXT, Block, ClaimRow, claims_table, missing_data_note, note,
 )
 
@@ -189,6 +189,6 @@ def parse_setup(name, profile="quick"):
 
     Raises ValueError naming the valid setups or profiles.
     """
-    from psputil import experiments
+    from psputil.experiments import runs as experiments
 
     return experiments.setup(str(name), profile)

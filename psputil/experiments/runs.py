@@ -17,8 +17,11 @@ import functools
 from dataclasses import dataclass
 
 from psputil import data as datasets
-from psputil import devices, lobster, models, oneshot, sweep
-from psputil.setups import PROFILES, SETUP_NAMES, Setup, setup  # noqa: F401 (re-exported)
+from psputil import devices, models
+from psputil.pruning import lobster
+from psputil.pruning import oneshot
+from psputil.scale import sweep
+from psputil.experiments.setups import PROFILES, SETUP_NAMES, Setup, setup  # noqa: F401 (re-exported)
 from psputil.store import RunStore
 
 NEW_INIT_OFFSET = 1000  # fresh inits of the controls use model seed NEW_INIT_OFFSET + seed

@@ -16,7 +16,7 @@ were gathered. Interpolation is free, deterministic, and exact at G and 1-S, the
 two points the figure compares; off the segment the statistics are an
 approximation (running statistics are not parameters, so ``v`` has no part in them).
 
-The grid evaluator lives in ``psputil.grid`` and is re-exported here as ``evaluate_grid``.
+The grid evaluator is ``psputil.landscape.grid``.
 """
 
 import copy
@@ -24,8 +24,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-from psputil.grid import evaluate_grid  # noqa: F401 (re-exported: the grid belongs with the plane)
 
 
 @dataclass

@@ -14,7 +14,7 @@ compression, on average over the pairs and milestones.
 import html
 import math
 
-from psputil.book import Block, ClaimRow
+from psputil.book.pages import Block, ClaimRow
 from psputil.rank_stats import bootstrap_spearman
 
 TRAINED_KINDS = ("dense", "G", "1-S", "reinit", "random")  # the sources the correlation ranks

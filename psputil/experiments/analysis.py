@@ -16,8 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from psputil import devices, experiments, hessian, landscape, oneshot, psp, pruning
-from psputil.experiments import Setup
+from psputil import devices, hessian, landscape, psp, pruning
+
+from psputil.experiments import runs as experiments
+
+from psputil.pruning import oneshot
+from psputil.experiments.runs import Setup
 from psputil.metrics import Error, Loss
 
 MAP_NAMES = ("loss", "error", "psp_l2", "psp_entropy1", "psp_entropy2")

@@ -25,18 +25,21 @@ from typing import Optional
 import torch
 
 from psputil import data as datasets
-from psputil import devices, experiments, lobster, models, pruning, psp, sweep
-from psputil.activations import capture_psps
+from psputil import devices, models, pruning, psp
+from psputil.experiments import runs as experiments
+from psputil.pruning import lobster
+from psputil.scale import sweep
+from psputil.psp.activations import capture_psps
 from psputil.data import DataConfig
-from psputil.experiments import ControlRun, Setup
-from psputil.probe import PROBE, finetune, linear_probe
+from psputil.experiments.runs import ControlRun, Setup
+from psputil.transfer.probe import PROBE, finetune, linear_probe
 from psputil.store import RunStore
 from psputil.train import TrainConfig, evaluate
-from psputil.transfer_analysis import claim_row, conjecture, pair_label, table  # noqa: F401 (re-exported)
+from psputil.transfer.analysis import claim_row, conjecture, pair_label, table  # noqa: F401 (re-exported)
 
 SOURCE_KINDS = ("init", "dense", "G", "1-S", "reinit", "random")
 SPARSE_KINDS = ("G", "1-S", "reinit", "random")  # need a milestone
-DATASET_SHAPES = {"mnist-5k": (1, 28, 28), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+DATASET_SHAPES = {name: facts.input_shape for name, facts in datasets.DATASETS.items()}
 # Default target of a source data set: the other grey 28x28 data set (CIFAR-10 has none).
 DEFAULT_TARGETS = {"mnist-5k": "fashion-mnist", "mnist": "fashion-mnist", "fashion-mnist": "mnist-5k"}
 

@@ -146,7 +146,7 @@ def c5(h1_g, h1_oneshot, h2_g, h2_oneshot, thresholds=Thresholds(), h2_layers="a
 
 def rows(verdicts, seeds, profile):
     """``book.ClaimRow``s of verdicts, with the claim texts and the tests (thresholds) they applied."""
-    from psputil.book import ClaimRow
+    from psputil.book.pages import ClaimRow
 
     return [ClaimRow(v.id, CLAIMS[v.id], v.verdict, v.numbers, seeds, profile, v.test) for v in verdicts]
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from psputil.activations import capture_psps
+from psputil.psp.activations import capture_psps
 from psputil.metrics import Error, Loss
 
 CACHE_BYTES = 256 * 2**20  # per input layer: its three outputs on every batch, reused by every chunk

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from psputil.data import DataConfig
-from psputil.lobster import LobsterConfig
+from psputil.pruning.lobster import LobsterConfig
 from psputil.train import RESNET32_RECIPE, TrainConfig
 
 SETUP_NAMES = ("lenet300-mnist", "lenet5-mnist", "lenet5-fashion", "resnet32-cifar10")
