@@ -5,10 +5,13 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from psputil.scale import executors
-
-from psputil.scale import sweep
+from psputil.scale import executors, sweep
+from psputil.scale.context import Context
 from psputil.store import RunStore
+
+
+def context(root, executor=None):
+    return Context(RunStore(root), executor=executor or executors.InProcessExecutor())
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,9 @@ def test_in_process_and_pool_give_identical_results(tmp_path):
     units = [Unit(seed) for seed in range(6)]
     reports, stored = [], []
     for executor in (executors.InProcessExecutor(), executors.ProcessPoolExecutor(2)):
-        store = RunStore(tmp_path / executor.name)
-        reports.append(sweep.run(square_noise, units, "demo", store, executor, progress=False))
-        stored.append(sweep.results(units, "demo", store))
+        ctx = context(tmp_path / executor.name, executor)
+        reports.append(sweep.run(square_noise, units, "demo", ctx))
+        stored.append(sweep.results(units, "demo", ctx.store))
         executor.close()
     assert [r.computed for r in reports] == [6, 6] and reports[1].workers == 2
     for a, b in zip(*stored):
@@ -39,7 +42,7 @@ def test_in_process_and_pool_give_identical_results(tmp_path):
 
 
 def test_restart_computes_only_what_is_missing(tmp_path):
-    store = RunStore(tmp_path)
+    ctx = context(tmp_path)
     units = [Unit(seed) for seed in range(5)]
     calls = []
 
@@ -50,14 +53,15 @@ def test_restart_computes_only_what_is_missing(tmp_path):
         return square_noise(unit)
 
     with pytest.raises(KeyboardInterrupt):
-        sweep.run(interrupted, units, "demo", store, progress=False)
+        sweep.run(interrupted, units, "demo", ctx)
     calls.clear()
-    report = sweep.run(lambda u: (calls.append(u.seed), square_noise(u))[1], units, "demo", store, progress=False)
+    report = sweep.run(lambda u: (calls.append(u.seed), square_noise(u))[1], units, "demo", ctx)
     assert (report.cached, report.computed) == (3, 2) and calls == [3, 4]
 
 
 def test_failing_unit_is_retried_then_reported_and_the_rest_goes_on(tmp_path):
-    store = RunStore(tmp_path)
+    ctx = context(tmp_path)
+    store = ctx.store
     units = [Unit(0), Unit(1, fail=True), Unit(2)]
     attempts = []
 
@@ -65,7 +69,7 @@ def test_failing_unit_is_retried_then_reported_and_the_rest_goes_on(tmp_path):
         attempts.append(unit.seed)
         return square_noise(unit)
 
-    report = sweep.run(counted, units, "demo", store, retries=2, progress=False)
+    report = sweep.run(counted, units, "demo", ctx, retries=2)
     assert report.computed == 2 and len(report.failures) == 1
     failure = report.failures[0]
     assert failure.config == Unit(1, fail=True) and failure.attempts == 3

@@ -1,45 +1,62 @@
-"""The analyses of Sections 5.2 and 5.3 of one (setup, compression rate), cached in the run store.
+"""The analyses of Sections 5.2 and 5.3 of one pair (G, 1-S) at one compression rate, cached in the run store.
 
-``plane`` evaluates, in one ``landscape.evaluate_grid`` pass on a seeded subset of
-the training set, the loss, error, PSP L2 norm and first- and second-order
-PSP-entropy on the plane through G (0, 0) and 1-S (1, 0), and the per-neuron
-first-order entropies of both solutions (Fig. 2a, 3, 4). ``curvature`` gives the
-top Hessian eigenvalues of the training loss of G and 1-S, each restricted to its own
-mask (Fig. 2b). Both are keyed by a ``PlaneConfig``, so Sections 5.2, 5.3 and the
-conclusions share one computation.
+A ``Pair`` is G (one LOBSTER run's best network at the first level reaching a rate)
+and its 1-S (the dense run of the same seed pruned in one shot to G's exact sparsity,
+rewound and retrained). ``plane`` evaluates, in one ``landscape.evaluate_grid`` pass on
+a seeded subset of the training set, the loss, error, PSP L2 norm and first- and
+second-order PSP-entropy on the plane through G (0, 0) and 1-S (1, 0), and the
+per-neuron first-order entropies of both solutions (Fig. 2a, 3, 4). ``curvature``
+gives the top Hessian eigenvalues of the training loss of G and 1-S, each restricted
+to its own mask (Fig. 2b). Sections 5.2, 5.3 and the conclusions share them.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from psputil import devices, hessian, landscape, psp, pruning
-
-from psputil.experiments import runs as experiments
-
-from psputil.pruning import oneshot
-from psputil.experiments.runs import Setup
+from psputil import checks, hessian, landscape, pruning, psp
+from psputil.experiments import runs
+from psputil.experiments.units import DenseRun, LobsterRun, OneShotRun, load_splits
 from psputil.metrics import Error, Loss
 
 MAP_NAMES = ("loss", "error", "psp_l2", "psp_entropy1", "psp_entropy2")
 
 
 @dataclass(frozen=True)
-class PlaneConfig:
-    """What defines the plane analyses of one setup at one compression milestone."""
+class Pair:
+    """G of `lobster` at the first level reaching `rate`, and 1-S from `dense` at G's exact sparsity."""
 
-    setup: Setup
-    rate: float  # requested milestone (percent); G is LOBSTER's first event reaching it
+    VERSION: ClassVar[int] = 1
+
+    lobster: LobsterRun
+    rate: float  # requested compression rate, percent
+    dense: DenseRun  # the dense run 1-S prunes (same seed as the LOBSTER run)
+
+    def __post_init__(self):
+        checks.number("rate", self.rate, 0, 100, high_open=True)
+
+
+def pair(setup, rate, seed):
+    """The ``Pair`` of `setup` at `rate` for LOBSTER seed `seed` (1-S from the dense run of that seed)."""
+    return Pair(setup.lobster_run(seed), float(checks.number("rate", rate, 0, 100, high_open=True)),
+                setup.dense_run(seed))
+
+
+@dataclass(frozen=True)
+class PlaneConfig:
+    """What defines the plane analyses of one pair."""
+
+    VERSION: ClassVar[int] = 1
+
+    pair: Pair
     a_range: tuple = (-0.5, 1.5)  # along u = 1-S - G; must contain 0 and 1 on the grid
     b_range: tuple = (-1.0, 1.0)  # along v, in units of |u|; must contain 0 on the grid
     points: tuple = (9, 9)  # grid points along a and along b
     train_samples: Optional[int] = 1000  # seeded subset of the training split (None: all)
     seed: int = 0  # training subset and plane direction v
-    oneshot_seeds: tuple = (0,)  # 1-S is the best (lowest validation loss) of these seeds
-    lobster_seed: int = 0
     entropy2_layers: Optional[tuple] = None  # relu paths of the second-order maps (None: all)
     eps: float = 0.0  # probability clamp of the entropies
     hessian_k: int = 5
@@ -51,69 +68,51 @@ class PlaneConfig:
                 if not np.isclose(values, w, atol=1e-9).any():
                     raise ValueError(f"{name} {getattr(self, name)} with points {self.points} misses {w} on the grid; "
                                      "choose ranges and points whose grid contains G (0, 0) and 1-S (1, 0)")
+        checks.integer("train_samples", self.train_samples, 1, optional=True)
+        checks.integer("seed", self.seed, 0)
+        checks.names("entropy2_layers", self.entropy2_layers, optional=True)
+        checks.number("eps", self.eps, 0, 0.5, high_open=True)
+        checks.integer("hessian_k", self.hessian_k, 1)
 
     def axes(self):
         """(a values, b values) of the grid as float64 numpy arrays."""
-        if len(self.points) != 2 or min(self.points) < 1:
-            raise ValueError(f"points must be two positive counts (along a, along b), got {self.points}")
+        if not isinstance(self.points, tuple) or len(self.points) != 2:
+            raise ValueError(f"points must be two grid counts (along a, along b), got {self.points!r}")
+        for name, value in (("a_range", self.a_range), ("b_range", self.b_range)):
+            if not isinstance(value, tuple) or len(value) != 2:
+                raise ValueError(f"{name} must be (low, high), got {value!r}")
+            checks.numbers_list(name, list(value))
+        checks.numbers_list("points", list(self.points), 1, integers=True)
         return np.linspace(*self.a_range, self.points[0]), np.linspace(*self.b_range, self.points[1])
 
 
-def milestones(setup, rates=None, lobster_seed=0, store=None, device="auto", progress=False):
-    """The requested milestones LOBSTER reached, and those it did not: (reached, skipped).
-
-    Args:
-        rates: compression rates in percent (None or empty: ``setup.milestones``).
-    """
-    summary = experiments.lobster_run(setup, lobster_seed, store, device, progress)
-    top = max((e["sparsity"] for e in summary["events"]), default=0.0)
-    wanted = sorted(float(r) for r in (rates or setup.milestones))
+def reached(ctx, setup, rates, seeds):
+    """The requested rates every LOBSTER seed reached, and those some seed did not: (reached, skipped)."""
+    summaries = runs.lobster(ctx, [setup.lobster_run(s) for s in seeds])
+    top = min(max((row["sparsity"] for row in s["levels"]), default=0.0) for s in summaries)
+    wanted = sorted(float(r) for r in rates)
     return [r for r in wanted if r <= top], [r for r in wanted if r > top]
 
 
-def pruning_curves(setup, rates=None, seeds=(0,), store=None, device="auto", executor=None, progress=False):
-    """Everything Fig. 1 shows for one setup (cached upstream): LOBSTER, the controls, dense training.
-
-    Returns:
-        dict: "events" (LOBSTER's pruning events, seed 0), "milestones" and "skipped" (as
-        ``milestones``), "controls" (``experiments.controls`` at the reached milestones),
-        "dense" ({"mean", "std", "n", "values"} of the dense test error over `seeds`).
-    """
-    reached, skipped = milestones(setup, rates, 0, store, device, progress)
-    controls = experiments.controls(setup, reached, list(seeds), 0, store, device, progress, executor=executor)
-    dense = [experiments.dense_run(setup, seed, store, device, progress)["test_error"] for seed in seeds]
-    return {"events": experiments.lobster_run(setup, 0, store, device, progress)["events"], "milestones": reached,
-            "skipped": skipped, "controls": controls, "dense": oneshot.summarize(dense)}
+def oneshot_run(ctx, config_pair):
+    """The ``OneShotRun`` of a pair: its dense run pruned to G's exact sparsity."""
+    _, row = runs.level(ctx, config_pair.lobster, config_pair.rate)
+    return OneShotRun(config_pair.dense, float(row["sparsity"]))
 
 
-def plane_configs(setup, rates=None, seeds=(0,), points=(9, 9), train_samples=1000, entropy2_layers=None,
-                  store=None, device="auto", progress=False):
-    """``PlaneConfig`` per reached milestone (the book's Sections 5.2, 5.3 and conclusions share them).
-
-    Returns: (dict milestone -> PlaneConfig, skipped milestones).
-    """
-    reached, skipped = milestones(setup, rates, 0, store, device, progress)
-    layers = None if entropy2_layers is None else tuple(entropy2_layers)
-    configs = {r: PlaneConfig(setup, r, points=tuple(points), train_samples=train_samples, oneshot_seeds=tuple(seeds),
-                              entropy2_layers=layers) for r in reached}
-    return configs, skipped
+def solutions(ctx, config_pair):
+    """G and 1-S of a pair: ((model, mask, level row), (model, mask, info)); cached upstream."""
+    g = runs.g_model(ctx, config_pair.lobster, config_pair.rate)
+    return g, runs.oneshot_model(ctx, oneshot_run(ctx, config_pair))
 
 
-def solutions(config, store=None, device="auto", progress=False):
-    """G and 1-S of a config: ((model, mask, event row), (model, mask, info)); cached upstream."""
-    s = config.setup
-    g = experiments.g_model(s, config.rate, config.lobster_seed, store, device, progress)
-    one = experiments.oneshot_model(s, config.rate, config.oneshot_seeds, config.lobster_seed, store, device, progress)
-    return g, one
-
-
-def train_subset(config, device="auto"):
+def train_subset(ctx, config):
     """The seeded training subset the plane and the Hessian are computed on."""
-    splits = experiments._splits(config.setup.data, str(devices.resolve(device)))
+    splits = load_splits(config.pair.lobster.data, ctx.device_name)
     return splits.train.subset(config.train_samples, config.seed)
 
 
-def plane(config, store=None, device="auto", batch_size=500, points_per_pass=4, progress=False):
+def plane(ctx, config, batch_size=500, points_per_pass=4):
     """Maps on the plane through G and 1-S plus both solutions' facts, cached in the store.
 
     Args:
@@ -126,29 +125,26 @@ def plane(config, store=None, device="auto", batch_size=500, points_per_pass=4, 
         layer sparsity, plane coordinates, and "entropy1": per_layer, per_neuron, per_class of
         first-order PSP-entropy on the subset), "entropy2_layers", "samples".
     """
-    store = experiments._store(store)
-    return store.cached("plane", config, "result",
-                        lambda: _compute_plane(config, store, device, batch_size, points_per_pass, progress))
+    return ctx.store.cached("plane", config, "result", lambda: _compute_plane(ctx, config, batch_size, points_per_pass))
 
 
-def curvature(config, store=None, device="auto", progress=False):
+def curvature(ctx, config):
     """Top-k Hessian eigenvalues of the training loss (same subset) of G and 1-S, each on its mask.
 
     Returns: dict "g", "oneshot" -> list of floats (descending), "samples".
     """
-    store = experiments._store(store)
 
     def compute():
-        (g, g_mask, _), (one, one_mask, _) = solutions(config, store, device, progress)
-        subset = train_subset(config, device)
+        (g, g_mask, _), (one, one_mask, _) = solutions(ctx, config.pair)
+        subset = train_subset(ctx, config)
         batches = list(subset.batches(500))
         out = {"samples": len(subset)}
-        for key, model, mask in (("g", g, g_mask), ("oneshot", one, one_mask)):
-            out[key] = hessian.top_eigenvalues(model, F.cross_entropy, batches, k=config.hessian_k, mask=mask,
-                                               seed=config.seed)
+        for name, model, mask in (("g", g, g_mask), ("oneshot", one, one_mask)):
+            out[name] = hessian.top_eigenvalues(model, F.cross_entropy, batches, k=config.hessian_k, mask=mask,
+                                                seed=config.seed)
         return out
 
-    return store.cached("curvature", config, "result", compute)
+    return ctx.store.cached("curvature", config, "result", compute)
 
 
 def at(result, name, a, b=0.0):
@@ -160,20 +156,20 @@ def at(result, name, a, b=0.0):
     return float(result["maps"][name][i, j])
 
 
-def _compute_plane(config, store, device, batch_size, points_per_pass, progress):
-    (g, _, row), (one, _, info) = solutions(config, store, device, progress)
-    subset = train_subset(config, device)
+def _compute_plane(ctx, config, batch_size, points_per_pass):
+    (g, _, row), (one, _, info) = solutions(ctx, config.pair)
+    subset = train_subset(ctx, config)
     through = landscape.plane_through(g, one, seed=config.seed)
     a, b = config.axes()
-    num_classes = experiments._splits(config.setup.data, str(devices.resolve(device))).num_classes
+    num_classes = load_splits(config.pair.lobster.data, ctx.device_name).num_classes
     metrics = [Loss(), Error(), psp.PSPL2(),
                psp.PSPEntropy(1, num_classes, config.eps),
                psp.PSPEntropy(2, num_classes, config.eps, layers=config.entropy2_layers)]
-    maps = landscape.evaluate_grid(through, a, b, subset, metrics, batch_size, points_per_pass, progress=progress)
+    maps = landscape.evaluate_grid(through, a, b, subset, metrics, batch_size, points_per_pass)
     out = {"a": torch.from_numpy(a), "b": torch.from_numpy(b), "samples": len(subset),
            "maps": {name: torch.from_numpy(maps[name]) for name in MAP_NAMES},
            "entropy2_layers": list(config.entropy2_layers) if config.entropy2_layers is not None else "all"}
-    facts = {"g": (g, row["test_error"], row["sparsity"]), "oneshot": (one, info["test_error"], info["sparsity"])}
+    facts = {"g": (g, row["best"]["test_error"], row["sparsity"]), "oneshot": (one, info["test_error"], info["sparsity"])}
     for key, (model, test_error, sparsity) in facts.items():
         first = psp.entropy(model, subset.batches(batch_size), 1, num_classes, config.eps)
         out[key] = {"test_error": float(test_error), "sparsity": float(sparsity),

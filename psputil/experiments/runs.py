@@ -1,284 +1,160 @@
-"""The experiments of Section 5.1 per setup and profile, cached in the run store.
+"""The cached experiments of Section 5.1: what notebooks and scripts call, through one ``Context``.
 
-A *setup* is a model, a data set and hyperparameters (``Setup``) for one profile:
-"smoke" (seconds, tests), "quick" (CPU minutes, the book's default) or "paper" (the
-authors' values, full data, GPU). Every independent unit of work is a pure function of
-one frozen dataclass that returns plain dicts and tensors (``compute_dense``,
-``compute_lobster``, ``compute_oneshot``, ``compute_control``); the functions the
-notebooks call (``dense_run``, ``lobster_run``, ``oneshot_run``, ``controls``,
-``g_model``, ``oneshot_model``) only look results up in a ``RunStore`` or compute and
-store them, one unit at a time, so a sweep killed halfway redoes only unfinished units.
+Each function looks its units up in the run store and computes only the missing ones
+(``psputil.scale.sweep`` on the context's executor), so a driver killed halfway redoes
+only unfinished units. The driver resolves every unit's upstream inputs (dense states
+for 1-S, G's masks for the controls) and passes them in; workers never read or write
+the store.
 
-The setups themselves (``Setup``, ``setup``, ``SETUP_NAMES``, ``PROFILES``) live in
-``psputil.setups`` and are re-exported here.
+A LOBSTER run is stored as it goes: each finished compression level's G
+(``level-NNNN``) and the latest resume checkpoint (``resume``) are written at every
+pruning event, so a run killed after event k restarts from event k and ends
+bit-identical (on the CPU) to an uninterrupted one; ``summary`` marks it finished.
 """
 
 import functools
-from dataclasses import dataclass
 
-from psputil import data as datasets
-from psputil import devices, models
-from psputil.pruning import lobster
+from psputil import checks, models
+from psputil.experiments import units
+from psputil.pruning import lobster as lobster_algorithm
 from psputil.pruning import oneshot
 from psputil.scale import sweep
-from psputil.experiments.setups import PROFILES, SETUP_NAMES, Setup, setup  # noqa: F401 (re-exported)
-from psputil.store import RunStore
 
-NEW_INIT_OFFSET = 1000  # fresh inits of the controls use model seed NEW_INIT_OFFSET + seed
-GPU_SHARE = {"lenet300": 0.25, "lenet5": 0.25, "resnet32": 1.0}  # of one GPU per unit on Ray
+LOBSTER = "lobster"
 
 
-@dataclass(frozen=True)
-class DenseRun:
-    setup: Setup
-    seed: int = 0  # model init and batch order
-    rewind_iteration: int = 0
+def dense(ctx, runs):
+    """Dense trainings (``units.DenseRun``), computed where missing; returns their results in order."""
+    runs = list(runs)
+    sweep.run_or_raise(functools.partial(units.compute_dense, device=ctx.device_name), runs, "dense", ctx,
+                       units.resources, what="dense trainings")
+    return sweep.results(runs, "dense", ctx.store)
 
 
-@dataclass(frozen=True)
-class LobsterRun:
-    setup: Setup
-    seed: int = 0  # model init and batch order
+def lobster(ctx, runs):
+    """LOBSTER runs (``units.LobsterRun``): their summaries {"history", "levels", "stopped"}, in order.
 
-
-@dataclass(frozen=True)
-class OneShotRun:
-    setup: Setup
-    sparsity: float  # percent
-    seed: int = 0  # model init and batch order (same as the dense run it prunes)
-    rewind_iteration: int = 0
-
-
-@dataclass(frozen=True)
-class ControlRun:
-    setup: Setup
-    kind: str  # "lottery" | "reinit" | "random"
-    milestone: float  # requested compression rate; the mask is G's at the first event reaching it
-    seed: int = 0  # batch order; fresh init and random mask for "reinit"/"random"
-    lobster_seed: int = 0
-
-    def __post_init__(self):
-        if self.kind not in oneshot.CONTROL_KINDS:
-            raise ValueError(f"unknown control {self.kind!r}; valid: {', '.join(oneshot.CONTROL_KINDS)}")
-
-
-# -- units of work: pure functions of one dataclass (plus, optionally, upstream results) --
-
-def compute_dense(run, device="auto", progress=False):
-    """Dense training of ``models.build(model, seed=run.seed)``; see ``oneshot.train_dense``."""
-    s = run.setup
-    splits = _splits(s.data, str(devices.resolve(device)))
-    return oneshot.train_dense(models.build(s.model, seed=run.seed), splits, s.train, run.seed,
-                               run.rewind_iteration, device, progress)
-
-
-def compute_lobster(run, device="auto", progress=False):
-    """LOBSTER from ``models.build(model, seed=run.seed)``; see ``lobster.run``."""
-    s = run.setup
-    splits = _splits(s.data, str(devices.resolve(device)))
-    return lobster.run(models.build(s.model, seed=run.seed), splits, s.lobster, s.lobster_train,
-                       run.seed, device, progress)
-
-
-def compute_oneshot(run, dense=None, device="auto", progress=False):
-    """1-S: prune the dense run of the same seed to ``run.sparsity``, rewind, retrain.
-
-    Args:
-        dense: the ``compute_dense`` result of ``DenseRun(setup, seed, rewind_iteration)``
-            (computed here when None).
+    In-process, each run stores every level and a resume checkpoint as it prunes (see the
+    module docstring); on a pool or Ray, whole runs are units and a killed run restarts.
     """
-    if not 0 <= run.sparsity < 100:
-        raise ValueError(f"sparsity must be a percentage in [0, 100), got {run.sparsity}")
-    s = run.setup
-    if dense is None:
-        dense = compute_dense(DenseRun(s, run.seed, run.rewind_iteration), device, progress)
-    model = models.build(s.model, seed=run.seed)
-    start, mask = oneshot.prune_and_rewind(model, dense["state"], dense["rewind_state"], run.sparsity)
-    splits = _splits(s.data, str(devices.resolve(device)))
-    return oneshot.retrain(start, splits, s.train, mask, run.seed, device, progress)
+    runs = list(runs)
+    todo = [r for r in runs if not ctx.store.has(LOBSTER, r, "summary")]
+    if todo and ctx.executor.name == "in-process":
+        for run in todo:
+            _lobster_resumable(ctx, run)
+    elif todo:
+        sweep.run_or_raise(functools.partial(units.compute_lobster, device=ctx.device_name), todo, LOBSTER, ctx,
+                           units.resources, name="summary", what="LOBSTER runs",
+                           save=functools.partial(_store_lobster, ctx))
+    return [ctx.store.load(LOBSTER, r, "summary") for r in runs]
 
 
-def compute_control(run, g_mask=None, device="auto", progress=False):
-    """One retraining control from G's mask at ``run.milestone``.
-
-    Args:
-        g_mask: G's mask at the milestone (from the LOBSTER run of ``run.lobster_seed``;
-            computed here when None).
-    """
-    s = run.setup
-    if g_mask is None:
-        result = compute_lobster(LobsterRun(s, run.lobster_seed), device, progress)
-        g_mask = result["checkpoints"][lobster.event_at(result["events"], run.milestone)]["mask"]
-    original = models.build(s.model, seed=run.lobster_seed).state_dict()
-    fresh = models.build(s.model, seed=NEW_INIT_OFFSET + run.seed).state_dict()
-    state, mask = oneshot.control_start(run.kind, g_mask, original, fresh, run.seed)
-    model = models.build(s.model)
-    model.load_state_dict(state)
-    splits = _splits(s.data, str(devices.resolve(device)))
-    return oneshot.retrain(model, splits, s.train, mask, run.seed, device, progress)
-
-
-def resources(run):
-    """Ray resources of one unit (any run with a ``setup``): one CPU and a GPU share by model.
-
-    A quarter GPU for the LeNets (four retrainings share a GPU), a whole one for ResNet-32;
-    ``executors.RayExecutor`` drops the GPU request on a cluster without GPUs.
-    """
-    return {"num_cpus": 1, "num_gpus": GPU_SHARE[run.setup.model]}
-
-
-def _oneshot_unit(run, dense, device="auto"):
-    """``compute_oneshot`` with the dense run of ``run.seed`` from `dense` (seed -> states)."""
-    return compute_oneshot(run, dense[run.seed], device)
-
-
-# -- cached callers (what the notebooks use) --
-
-def dense_run(setup, seed=0, store=None, device="auto", progress=False):
-    """Cached ``compute_dense`` (rewind to init)."""
-    run = DenseRun(setup, seed)
-    return _store(store).cached("dense", run, "result", lambda: compute_dense(run, device, progress))
-
-
-def lobster_run(setup, seed=0, store=None, device="auto", progress=False):
-    """Cached LOBSTER run: dict with "history", "events", "stopped" (checkpoints stored apart)."""
-    store, run = _store(store), LobsterRun(setup, seed)
-    if not store.has("lobster", run, "summary"):
-        result = compute_lobster(run, device, progress)
-        for index, checkpoint in enumerate(result["checkpoints"]):
-            store.save("lobster", run, f"checkpoint_{index:04d}", checkpoint)
-        store.save("lobster", run, "final", {"state": result["state"], "mask": result["mask"]})
-        store.save("lobster", run, "summary", {k: result[k] for k in ("history", "events", "stopped")})
-    return store.load("lobster", run, "summary")
-
-
-def g_checkpoint(setup, sparsity=None, seed=0, store=None, device="auto", progress=False):
-    """G at the first pruning event reaching `sparsity` (None: the final G): (checkpoint, event row)."""
-    store = _store(store)
-    summary = lobster_run(setup, seed, store, device, progress)
-    run = LobsterRun(setup, seed)
-    if sparsity is None:
-        return store.load("lobster", run, "final"), (summary["events"][-1] if summary["events"] else None)
-    index = lobster.event_at(summary["events"], sparsity)
-    return store.load("lobster", run, f"checkpoint_{index:04d}"), summary["events"][index]
-
-
-def g_model(setup, sparsity=None, seed=0, store=None, device="auto", progress=False):
-    """G as a ready model (eval mode) at a milestone: (model, mask, event row)."""
-    checkpoint, row = g_checkpoint(setup, sparsity, seed, store, device, progress)
-    return _model(setup, checkpoint["state"], device), checkpoint["mask"], row
-
-
-def oneshot_run(setup, sparsity, seed=0, store=None, device="auto", progress=False):
-    """Cached 1-S at `sparsity` percent (its dense run is cached too)."""
-    store, run = _store(store), OneShotRun(setup, float(sparsity), seed)
-    if store.has("oneshot", run, "result"):
-        return store.load("oneshot", run, "result")
-    dense = dense_run(setup, seed, store, device, progress)
-    return store.cached("oneshot", run, "result", lambda: compute_oneshot(run, dense, device, progress))
-
-
-def oneshot_runs(setup, sparsities, seeds=(0,), store=None, device="auto", progress=False, executor=None):
-    """Cached 1-S runs for every sparsity and seed, run as sweeps on `executor`.
-
-    The dense runs of the seeds still needed go first (one sweep, stage "dense"), then
-    the 1-S units (stage "oneshot"); keys are those of ``dense_run`` and ``oneshot_run``.
-
-    Returns:
-        dict (sparsity percent, seed) -> result.
+def level(ctx, run, rate):
+    """G of a LOBSTER run at the first level reaching `rate` percent: ({"state", "mask"}, level row).
 
     Raises:
-        sweep.SweepFailed: some units failed every attempt (the others are stored).
+        ValueError: `rate` is not in [0, 100) or the run never reached it (names the highest level).
     """
-    store = _store(store)
-    runs = [OneShotRun(setup, float(sparsity), seed) for sparsity in sparsities for seed in seeds]
-    todo = [r for r in runs if not store.has("oneshot", r, "result")]
+    checks.number("rate", rate, 0, 100, high_open=True)
+    summary = lobster(ctx, [run])[0]
+    index = lobster_algorithm.level_at(summary["levels"], rate)
+    return ctx.store.load(LOBSTER, run, _level_name(index)), summary["levels"][index]
+
+
+def g_model(ctx, run, rate):
+    """G as a ready model (eval mode, on the context's device): (model, mask, level row)."""
+    checkpoint, row = level(ctx, run, rate)
+    return ready_model(run.model, checkpoint["state"], ctx.device), checkpoint["mask"], row
+
+
+def oneshot_runs(ctx, runs):
+    """1-S runs (``units.OneShotRun``); their dense runs go first. Returns their results in order."""
+    runs = list(runs)
+    todo = [r for r in runs if not ctx.store.has("oneshot", r, "result")]
     if todo:
-        dense_runs = [DenseRun(setup, seed) for seed in sorted({r.seed for r in todo})]
-        _sweep(functools.partial(compute_dense, device=device), dense_runs, "dense", store, executor, progress)
-        dense = {r.seed: {k: v for k, v in store.load("dense", r, "result").items() if k in ("state", "rewind_state")}
-                 for r in dense_runs}
-        _sweep(functools.partial(_oneshot_unit, dense=dense, device=device), todo, "oneshot", store, executor, progress)
-    return {(r.sparsity, r.seed): store.load("oneshot", r, "result") for r in runs}
+        dense_runs = list({r.dense: None for r in todo})
+        states = {d: {k: v for k, v in result.items() if k in ("state", "rewind_state")}
+                  for d, result in zip(dense_runs, dense(ctx, dense_runs))}
+        sweep.run_or_raise(functools.partial(units.compute_oneshot, device=ctx.device_name), todo, "oneshot", ctx,
+                           units.resources, what="one-shot retrainings",
+                           inputs=lambda run: {"dense_states": states[run.dense]})
+    return sweep.results(runs, "oneshot", ctx.store)
 
 
-def oneshot_model(setup, sparsity=None, seeds=(0,), lobster_seed=0, store=None, device="auto", progress=False,
-                  executor=None):
-    """1-S as a ready model at G's sparsity: the seed with the lowest validation loss.
-
-    Args:
-        sparsity: milestone of G (None: the final G); 1-S prunes to G's exact sparsity there.
-        executor: a ``psputil.executors`` executor for the missing seeds (default: one by one here).
-
-    Returns:
-        (model, mask, result without state).
-    """
-    _, row = g_checkpoint(setup, sparsity, lobster_seed, store, device, progress)
-    target = row["sparsity"] if row else 0.0
-    if executor is not None:  # compute the missing seeds in parallel first
-        oneshot_runs(setup, [target], seeds, store, device, progress, executor)
-    results = [oneshot_run(setup, target, seed, store, device, progress) for seed in seeds]
-    best = min(results, key=lambda r: r["valid_loss"])
-    info = {k: v for k, v in best.items() if k not in ("state", "mask")}
-    return _model(setup, best["state"], device), best["mask"], info
+def oneshot_model(ctx, run):
+    """1-S as a ready model (eval mode): (model, mask, result without state and mask)."""
+    result = oneshot_runs(ctx, [run])[0]
+    info = {k: v for k, v in result.items() if k not in ("state", "mask")}
+    return ready_model(run.dense.model, result["state"], ctx.device), result["mask"], info
 
 
-def controls(setup, milestones=None, seeds=None, lobster_seed=0, store=None, device="auto", progress=False,
-             executor=None):
-    """Test error of the three retraining controls at each milestone.
+def controls(ctx, runs):
+    """Retraining controls (``units.ControlRun``); G's masks are resolved here. Returns results in order."""
+    runs = list(runs)
+    todo = [r for r in runs if not ctx.store.has("control", r, "result")]
+    masks = {source: level(ctx, *source)[0]["mask"] for source in {(r.lobster, r.rate) for r in todo}}
+    sweep.run_or_raise(functools.partial(units.compute_control, device=ctx.device_name), todo, "control", ctx,
+                       units.resources, what="retraining controls",
+                       inputs=lambda run: {"g_mask": masks[(run.lobster, run.rate)]})
+    return sweep.results(runs, "control", ctx.store)
 
-    Each retraining is one ``ControlRun`` unit run through ``psputil.sweep`` and stored as
-    it finishes, so a sweep killed halfway and restarted computes only the missing units.
 
-    Args:
-        milestones: compression rates in percent (default ``setup.milestones``).
-        seeds: seeds of every control kind (default ``range(setup.seeds)``); "lottery" varies
-            only the batch order, "reinit" also the init, "random" also the mask.
-        executor: a ``psputil.executors`` executor (default: in-process).
+def control_summary(ctx, setup, lobster_seed, rates, seeds):
+    """Test errors of the three controls of one LOBSTER run at each rate.
 
     Returns:
-        dict milestone -> {"sparsity", "lobster_test_error", and per kind "lottery" / "reinit" /
-        "random": {"mean", "std", "n", "values"} of the test error in percent}.
-
-    Raises:
-        sweep.SweepFailed: some units failed every attempt (the others are stored).
+        dict rate -> {"sparsity", "g": G's level row, and per kind "lottery"/"reinit"/"random":
+        {"mean", "std", "n", "values"} of the test error in percent}.
     """
-    store = _store(store)
-    milestones = setup.milestones if milestones is None else tuple(milestones)
-    seeds = list(range(setup.seeds) if seeds is None else seeds)
+    seeds = checks.numbers_list("seeds", list(seeds), 0, integers=True)
     out = {}
-    for milestone in milestones:
-        checkpoint, row = g_checkpoint(setup, milestone, lobster_seed, store, device, progress)
-        runs = {kind: [ControlRun(setup, kind, float(milestone), seed, lobster_seed) for seed in seeds]
-                for kind in oneshot.CONTROL_KINDS}
-        unit = functools.partial(compute_control, g_mask=checkpoint["mask"], device=device)
-        _sweep(unit, [r for kind in runs.values() for r in kind], "control", store, executor, progress)
-        entry = {"sparsity": row["sparsity"], "lobster_test_error": row["test_error"]}
-        for kind, kind_runs in runs.items():
-            entry[kind] = oneshot.summarize(r["test_error"] for r in sweep.results(kind_runs, "control", store))
-        out[milestone] = entry
+    for rate in rates:
+        _, row = level(ctx, setup.lobster_run(lobster_seed), rate)
+        entry = {"sparsity": row["sparsity"], "g": row}
+        for kind in oneshot.CONTROL_KINDS:
+            results = controls(ctx, [setup.control_run(lobster_seed, rate, kind, s) for s in seeds])
+            entry[kind] = oneshot.summarize(r["test_error"] for r in results)
+        out[rate] = entry
     return out
 
 
-@functools.lru_cache(maxsize=2)
-def _splits(config, device):
-    """Data splits, loaded once per process and configuration (loading mnist-5k takes ~1 s)."""
-    return datasets.load(config, device)
-
-
-def _sweep(fn, runs, stage, store, executor, progress):
-    """``sweep.run`` with the units' resources; raises ``sweep.SweepFailed`` if a unit failed."""
-    report = sweep.run(fn, runs, stage, store, executor=executor, resources=resources, progress=progress)
-    if not report.ok:
-        raise sweep.SweepFailed(report)
-    return report
-
-
-def _store(store):
-    return store if isinstance(store, RunStore) else RunStore(store)
-
-
-def _model(setup, state, device):
-    model = models.build(setup.model)
+def ready_model(architecture, state, device):
+    """``models.build(architecture)`` holding `state`, on `device`, in eval mode."""
+    model = models.build(architecture)
     model.load_state_dict(state)
-    return model.to(devices.resolve(device)).eval()
+    return model.to(device).eval()
+
+
+def _lobster_resumable(ctx, run):
+    ctx.store.check_writable()
+    resume = None
+    if ctx.store.has(LOBSTER, run, "resume"):
+        resume = ctx.store.load(LOBSTER, run, "resume")
+        resume["states"] = [ctx.store.load(LOBSTER, run, _level_name(i)) for i in range(resume["stored_levels"])]
+    task = ctx.progress.task(f"LOBSTER {run.model}/{run.data.name} seed {run.seed}", run.train.epochs, unit="epoch")
+
+    def on_event(checkpoint):
+        states = checkpoint["states"]
+        for index in range(len(states)):
+            if not ctx.store.has(LOBSTER, run, _level_name(index)):
+                ctx.store.save(LOBSTER, run, _level_name(index), states[index])
+        slim = {k: v for k, v in checkpoint.items() if k != "states"}
+        slim["stored_levels"] = len(states)
+        ctx.store.save(LOBSTER, run, "resume", slim)
+        levels = checkpoint["levels"]
+        task.update(checkpoint["epoch"] - task.done, sparsity=f"{levels[-1]['sparsity']:.2f} %" if levels else "-")
+
+    with task:
+        result = units.compute_lobster(run, ctx.device_name, resume=resume, on_event=on_event)
+    _store_lobster(ctx, run, result)
+
+
+def _store_lobster(ctx, run, result):
+    for index, state in enumerate(result["states"]):
+        if not ctx.store.has(LOBSTER, run, _level_name(index)):
+            ctx.store.save(LOBSTER, run, _level_name(index), state)
+    ctx.store.save(LOBSTER, run, "summary", {k: result[k] for k in ("history", "levels", "stopped")})
+
+
+def _level_name(index):
+    return f"level-{index:04d}"
