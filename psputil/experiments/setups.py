@@ -88,8 +88,8 @@ def _smoke(name):
     data = DataConfig(small, train_size=600, test_size=300) if not resnet else DataConfig(small)
     train = TrainConfig(epochs=2, lr=0.05 if resnet else 0.1, batch_size=100, momentum=0.9 if resnet else 0.0,
                         augment=resnet)
-    lob = LobsterConfig(lam=5e-3, twt=0.1, pwe=1, target=60.0)
-    return Setup(name, "smoke", model, data, train, lob, dataclasses.replace(train, epochs=20), (30.0,), 2, 2)
+    lob = LobsterConfig(lam=5e-3, twt=0.1, pwe=1, target=80.0, reset_lr=True)
+    return Setup(name, "smoke", model, data, train, lob, dataclasses.replace(train, epochs=20), (30.0, 60.0), 2, 2)
 
 
 def _quick(name):
@@ -98,20 +98,20 @@ def _quick(name):
     if model == "resnet32":
         data = DataConfig("cifar10", valid_fraction=0.05, train_size=10000, test_size=2000)
         train = dataclasses.replace(RESNET32_RECIPE, epochs=30, milestones=(15, 25))
-        lob = LobsterConfig(lam=1e-5, twt=0.05, pwe=3, target=90.0)
+        lob = LobsterConfig(lam=1e-5, twt=0.05, pwe=3, target=90.0, reset_lr=True)
         lob_train = dataclasses.replace(RESNET32_RECIPE, epochs=150, schedule="plateau", milestones=())
         return Setup(name, "quick", model, data, train, lob, lob_train, (50, 70, 90), 2, 3)
     if model == "lenet300":
         train = TrainConfig(epochs=30, lr=0.1, batch_size=100, schedule="plateau", plateau_patience=5)
-        lob = LobsterConfig(lam=1e-3, twt=0.05, pwe=5, target=98.5)
+        lob = LobsterConfig(lam=1e-3, twt=0.05, pwe=5, target=98.5, reset_lr=True)
         lob_train = TrainConfig(epochs=600, lr=0.1, batch_size=100, schedule="plateau")
         return Setup(name, "quick", model, DataConfig("mnist-5k"), train, lob, lob_train, (50, 80, 90, 95, 98, 98.5),
                      2, 3)
     train = TrainConfig(epochs=15, lr=0.1, batch_size=100, schedule="plateau", plateau_patience=5)
     lob_train = TrainConfig(epochs=250, lr=0.1, batch_size=100, schedule="plateau")
     if dataset == "mnist":
-        lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=99.0)
+        lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=99.0, reset_lr=True)
         return Setup(name, "quick", model, DataConfig("mnist-5k"), train, lob, lob_train, (80, 95, 99), 2, 3)
     data = DataConfig("fashion-mnist", valid_fraction=0.05, train_size=3000, test_size=2000)
-    lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=95.0)
+    lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=95.0, reset_lr=True)
     return Setup(name, "quick", model, data, train, lob, lob_train, (80, 90, 95), 2, 3)

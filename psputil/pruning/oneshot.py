@@ -34,6 +34,12 @@ class SnapshotHook(Hook):
         if self.steps == self.iteration:
             self.state = pruning.to_cpu(state.model.state_dict())
 
+    def state_dict(self):
+        return {"steps": self.steps, "state": self.state}
+
+    def load_state_dict(self, saved):
+        self.steps, self.state = saved["steps"], saved["state"]
+
 
 def train_dense(model, data, config, seed=0, rewind_iteration=0, device="auto", progress=False):
     """Train a copy of `model` densely; also keep the state to rewind to.
