@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psputil import checks
+
 MODEL_NAMES = ("lenet300", "lenet5", "resnet32")
 
 # Input shape (channels, height, width) each architecture expects.
@@ -25,6 +27,8 @@ INPUT_SHAPES = {"lenet300": (1, 28, 28), "lenet5": (1, 28, 28), "resnet32": (3, 
 
 class LeNet300(nn.Module):
     """Fully connected 784-300-100-10 network (266,610 parameters)."""
+
+    input_shape = INPUT_SHAPES["lenet300"]
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -43,6 +47,8 @@ class LeNet300(nn.Module):
 
 class LeNet5(nn.Module):
     """Caffe LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10 (431,080 parameters)."""
+
+    input_shape = INPUT_SHAPES["lenet5"]
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -89,6 +95,8 @@ class BasicBlock(nn.Module):
 
 class ResNet32(nn.Module):
     """CIFAR ResNet-32: 3 stages x 5 basic blocks, 16/32/64 channels (464,154 parameters)."""
+
+    input_shape = INPUT_SHAPES["resnet32"]
 
     def __init__(self, num_classes=10, blocks_per_stage=5):
         super().__init__()
@@ -143,21 +151,35 @@ def build(name, num_classes=10, seed=0):
 
     Args:
         name: "lenet300", "lenet5" or "resnet32".
-        num_classes: size of the output layer.
-        seed: seed of the initial weights; the same seed gives identical weights.
+        num_classes: size of the output layer, an integer >= 2.
+        seed: integer >= 0 seeding the initial weights; the same seed gives identical weights.
 
     Returns:
         The model (on the CPU, in training mode).
+
+    Raises:
+        ValueError: an unknown name, or `num_classes`/`seed` not an integer in range.
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    checks.choice("model", name, MODEL_NAMES)
+    num_classes = checks.integer("num_classes", num_classes, low=2)
+    seed = checks.integer("seed", seed, low=0)
     cls, init = _BUILDERS[name]
     model = cls(num_classes)
     with torch.no_grad():
         init(model, torch.Generator().manual_seed(seed))
     return model
+
+
+def input_shape(model):
+    """The (C, H, W) shape of one sample `model` takes, or None for a model not built here."""
+    shape = getattr(type(model), "input_shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def num_outputs(model):
+    """The number of classes `model` predicts (its last ``nn.Linear``'s outputs), or None without one."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else None
 
 
 def count_parameters(model):

@@ -30,20 +30,18 @@ def test_executor_flag_errors(args, message):
 
 def test_flags_reach_every_notebook(monkeypatch):
     calls, lines = [], []
-    monkeypatch.setattr(cli, "toc_notebooks", lambda: ["a", "b"])
-    monkeypatch.setattr(cli, "parameter_files", lambda profile, name: [])
+    monkeypatch.setattr(cli, "toc_notebooks", lambda: ["section5_1", "transfer"])
     monkeypatch.setattr(cli, "execute", lambda name, profile, device, **kw: calls.append((name, profile, kw)))
-    monkeypatch.setattr(cli, "mirror", lambda: None)
-    monkeypatch.setattr(cli, "_profile_of", lambda notebook: "smoke")
+    monkeypatch.setattr(cli, "mirror", lambda *args: None)
     monkeypatch.setattr(cli, "reproduce", functools.partial(cli.reproduce, out=lines.append))
     code = cli.main(["reproduce", "--profile", "smoke", "--no-build", "--executor", "process-pool", "--workers", "3"])
     assert code == 0
-    expected = {"executor": "process-pool", "workers": 3, "ray_address": None}
-    assert calls == [("a", "smoke", expected), ("b", "smoke", expected)]
+    expected = {"executor": "process-pool", "workers": 3, "ray_address": None, "download": False}
+    assert calls == [("section5_1", "smoke", expected), ("transfer", "smoke", expected)]
     assert "-p executor process-pool -p workers 3" in lines[1]
     calls.clear()
     cli.main(["reproduce", "--profile", "smoke", "--no-build"])
-    assert calls[0][2] == {"executor": "in-process", "workers": None, "ray_address": None}
+    assert calls[0][2] == {"executor": "in-process", "workers": None, "ray_address": None, "download": False}
 
 
 def test_executed_notebook_gets_and_records_the_executor(tmp_path):

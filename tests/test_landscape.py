@@ -55,7 +55,7 @@ def tiny_resnet():
         torch.manual_seed(seed)
         model = models.ResNet32(blocks_per_stage=1)
         with torch.no_grad():
-            model.train()(images(32, (3, 8, 8), seed=seed)[0] * (1 + seed))
+            model.train()(images(32, (3, 32, 32), seed=seed)[0] * (1 + seed))
         built.append(model)
     return built
 
@@ -104,7 +104,7 @@ def test_grid_matches_models_and_loop(name):
 
 def test_batchnorm_model():
     g, s = tiny_resnet()
-    x, y = images(24, (3, 8, 8), seed=5)
+    x, y = images(24, (3, 32, 32), seed=5)
     split = TensorSplit(x, y)
     plane = landscape.plane_through(g, s, seed=1)
     a_values, b_values = [0.0, 1.0, 2.5], [0.0, 0.5]

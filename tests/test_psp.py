@@ -228,7 +228,7 @@ def test_bad_input(setup):
         psp.entropy(model, batches(x, y, 100), order=0, num_classes=NUM_CLASSES)
     with pytest.raises(ValueError, match="nn.ReLU"):
         psp.entropy(nn.Sequential(nn.Linear(25, 3)), [(x.flatten(1), y)], num_classes=NUM_CLASSES)
-    with pytest.raises(ValueError, match="labels must lie"):
+    with pytest.raises(ValueError, match=r"labels of batch 0 must lie in \[0, 4\)"):
         psp.entropy(model, [(x, y + 1)], num_classes=NUM_CLASSES)
     with pytest.raises(ValueError, match="no samples"):
         psp.entropy(model, [], num_classes=NUM_CLASSES)

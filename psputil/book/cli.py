@@ -4,10 +4,16 @@ The notebooks to run are the ``.ipynb`` pages of ``_toc.yml``, in its order (the
 single list: add a section to the toc and ``reproduce`` runs it). Each is executed
 with the parameters of ``book/params/<profile>.yaml`` (shared keys) updated by
 ``book/params/<profile>/<notebook>.yaml`` when present, into an executed copy under
-``_build/executed/``: a mirror of ``book/`` (symbolic links) whose notebooks carry
-their outputs and ``mystnb.execution_mode: off``, so the build shows them as run.
-Jupyter Book then builds that mirror into ``_build/html`` (the same place a plain
-``jupyter-book build book`` writes to). Kernels get ``TQDM_DISABLE=1``.
+``_build/<profile>/executed/``: a mirror of ``book/`` (symbolic links) whose notebooks
+carry their outputs and ``mystnb.execution_mode: off``, so the build shows them as run.
+Jupyter Book then builds that mirror into ``_build/<profile>/html``: every profile keeps
+its own executed notebooks and HTML (a plain ``jupyter-book build book`` writes
+``_build/html``). Kernels get ``TQDM_DISABLE=1``.
+
+Every parameter file and flag is checked against ``psputil.book.params`` before the
+first kernel starts. Each notebook's line names the papermill command that runs it
+exactly so; ``python -m psputil papermill-command --profile smoke section5_2`` prints
+that command for one notebook.
 
 ``--executor`` (in-process, process-pool, ray), ``--workers`` and ``--ray-address`` reach
 every notebook as the papermill parameters ``executor``, ``workers`` and ``ray_address``
@@ -20,20 +26,32 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from psputil import paths
-from psputil.book.pages import PROFILES
-from psputil.scale.executors import EXECUTOR_NAMES
+from psputil import checks, paths
+from psputil.book import params as schema
+from psputil.book.params import PROFILES
+from psputil.scale.executors import EXECUTOR_NAMES, check_address
 
 BOOK = paths.REPO_ROOT / "book"
 CONFIG = paths.REPO_ROOT / "_config.yml"
 TOC = paths.REPO_ROOT / "_toc.yml"
-EXECUTED = paths.REPO_ROOT / "_build" / "executed"
-HTML = paths.REPO_ROOT / "_build" / "html"
+BUILD = paths.REPO_ROOT / "_build"
+KERNEL = "python3"
+
+
+def executed_dir(profile):
+    """Where ``reproduce`` keeps the executed notebooks of `profile`: ``_build/<profile>/executed``."""
+    return BUILD / checks.choice("profile", profile, PROFILES) / "executed"
+
+
+def html_dir(profile):
+    """Where ``reproduce`` builds the HTML of `profile`: ``_build/<profile>/html``."""
+    return BUILD / checks.choice("profile", profile, PROFILES) / "html"
 
 
 def toc_notebooks(toc=TOC, book=BOOK):
@@ -62,14 +80,28 @@ def toc_notebooks(toc=TOC, book=BOOK):
 
 
 def parameters(profile, notebook=None, params=BOOK / "params"):
-    """Papermill parameters of a profile: ``<profile>.yaml`` updated by ``<profile>/<notebook>.yaml``."""
+    """Papermill parameters of a profile: ``<profile>.yaml`` updated by ``<profile>/<notebook>.yaml``.
+
+    Raises:
+        ValueError: an unknown profile, a file that is not a YAML mapping, or (for a notebook of
+            ``params.NOTEBOOKS``) a key that is not a parameter of the notebook or a bad value;
+            the message names the file.
+    """
     import yaml
 
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    checks.choice("profile", profile, PROFILES)
+    known = notebook if notebook in schema.NOTEBOOKS else None
     values = {}
     for path in parameter_files(profile, notebook, params):
-        values.update(yaml.safe_load(path.read_text()) or {})
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{_shown(path)}: a parameter file must be a YAML mapping (name: value), got "
+                             f"{type(loaded).__name__}")
+        try:
+            schema.check(loaded or {}, known, namespace=False)
+        except ValueError as error:
+            raise ValueError(f"{_shown(path)}: {error}") from None
+        values.update(loaded or {})
     return values
 
 
@@ -80,29 +112,71 @@ def parameter_files(profile, notebook, params=BOOK / "params"):
     return files + ([specific] if specific.is_file() else [])
 
 
-def execute(notebook, profile, device=None, book=BOOK, executed=EXECUTED, executor="in-process", workers=None,
-            ray_address=None):
+def run_values(notebook, profile, device=None, download=False, executor="in-process", workers=None,
+               ray_address=None, book=BOOK):
+    """The parameters a notebook runs with: its files, then the flags; checked with ``params.check``.
+
+    Returns:
+        (all values, the overrides: the flags' values).
+
+    Raises:
+        ValueError: a bad file, flag or value (see ``parameters`` and ``params.check``).
+    """
+    overrides = {"executor": executor, "workers": workers, "ray_address": ray_address}
+    if device is not None:
+        overrides["device"] = device
+    if checks.flag("download", download):
+        overrides["download"] = True
+    values = {**parameters(profile, notebook, Path(book) / "params"), **overrides}
+    schema.check(values, notebook if notebook in schema.NOTEBOOKS else None, namespace=False)
+    return values, overrides
+
+
+def papermill_command(notebook, profile, output, device=None, download=False, executor="in-process", workers=None,
+                      ray_address=None, book=BOOK):
+    """The shell command that runs `notebook` as ``execute`` does (same files, parameters, kernel, cwd).
+
+    `device` and `download` are passed whenever given; executor, workers and ray_address when
+    they differ from the files' values. Options are ``-p``, ``-r`` (text papermill's ``-p``
+    would read as a number, a bool or None) or ``-y`` (lists).
+
+    Returns:
+        The command line, paths relative to the current folder where possible.
+    """
+    _, overrides = run_values(notebook, profile, device, download, executor, workers, ray_address, book)
+    from_files = parameters(profile, notebook, Path(book) / "params")
+    source = (Path(book) / notebook).with_suffix(".ipynb")
+    words = ["papermill", _shown(source), _shown(output)]
+    for path in parameter_files(profile, notebook, Path(book) / "params"):
+        words += ["-f", _shown(path)]
+    words += ["-k", KERNEL, "--cwd", _shown(source.parent)]
+    for name, value in overrides.items():  # --device and --download always show; the rest when the files differ
+        if name in ("device", "download") or name not in from_files or from_files[name] != value:
+            words += _papermill_option(name, value)
+    return "TQDM_DISABLE=1 " + shlex.join(words)
+
+
+def execute(notebook, profile, device=None, book=BOOK, executed=None, executor="in-process", workers=None,
+            ray_address=None, download=False):
     """Run one notebook with papermill into ``executed/<notebook>.ipynb``; returns that path.
 
-    `executor`, `workers` and `ray_address` are passed as papermill parameters of those
-    names and recorded in the executed notebook's ``psputil`` metadata.
+    `executed` defaults to ``_build/<profile>/executed``. `executor`, `workers` and
+    `ray_address` are passed as papermill parameters of those names and recorded in the
+    executed notebook's ``psputil`` metadata. The parameters are checked before the kernel starts.
     """
     import nbformat
     import papermill
 
-    values = parameters(profile, notebook, Path(book) / "params")
-    if device is not None:
-        values["device"] = device
-    values.update(executor=executor, workers=workers, ray_address=ray_address)
+    values, _ = run_values(notebook, profile, device, download, executor, workers, ray_address, book)
     source = (Path(book) / notebook).with_suffix(".ipynb")
-    target = (Path(executed) / notebook).with_suffix(".ipynb")
+    target = (Path(executed or executed_dir(profile)) / notebook).with_suffix(".ipynb")
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink():
         target.unlink()
     os.environ["TQDM_DISABLE"] = "1"  # inherited by the kernel: no tqdm widgets in saved notebooks
     papermill.execute_notebook(
         str(source), str(target), parameters=values, cwd=str(source.parent),
-        kernel_name="python3", progress_bar=False, log_output=False,
+        kernel_name=KERNEL, progress_bar=False, log_output=False,
     )
     executed_nb = nbformat.read(target, as_version=4)
     executed_nb.metadata["mystnb"] = {"execution_mode": "off"}  # the build shows these outputs as they are
@@ -112,8 +186,10 @@ def execute(notebook, profile, device=None, book=BOOK, executed=EXECUTED, execut
     return target
 
 
-def mirror(book=BOOK, executed=EXECUTED):
+def mirror(book=BOOK, executed=None):
     """Link every entry of book/ into `executed`, keeping the executed notebooks already there."""
+    if executed is None:
+        raise ValueError("executed must name the folder to mirror book/ into, e.g. executed_dir(profile)")
     executed = Path(executed)
     executed.mkdir(parents=True, exist_ok=True)
     for link in executed.iterdir():
@@ -128,63 +204,104 @@ def mirror(book=BOOK, executed=EXECUTED):
         link.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
 
 
-def build(source, strict=False, config=CONFIG, toc=TOC, quiet=False):
-    """Run ``jupyter-book build`` on `source` with `config` and `toc`; returns the exit code.
+# Jupyter Book's own build (jupyter-book build <source> --config --toc), with the HTML folder chosen.
+_SPHINX = """import sys
+from jupyter_book.sphinx import build_sphinx
+source, html, config, toc, strict = sys.argv[1:]
+result = build_sphinx(source, html, path_config=config, noconfig=True, builder="html",
+                      confoverrides={"external_toc_path": toc, "latex_individualpages": False},
+                      warningiserror=strict == "1")
+sys.exit(1 if isinstance(result, Exception) else result)  # Sphinx has printed the error
+"""
 
-    The HTML lands in ``_build/html`` beside the config file.
+
+def build(source, strict=False, config=CONFIG, toc=TOC, quiet=False, html=None):
+    """Build `source` into HTML as ``jupyter-book build`` does; returns the exit code.
+
+    Args:
+        html: the HTML folder (default: ``_build/html`` beside the config file, where a plain
+            ``jupyter-book build`` writes); Sphinx's doctrees go beside it.
     """
-    command = [
-        sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-        "build", str(source), "--config", str(config), "--toc", str(toc), "--path-output", str(Path(config).parent),
-    ]
-    if strict:
-        command.append("-W")
+    html = Path(html) if html is not None else Path(config).parent / "_build" / "html"
+    command = [sys.executable, "-c", _SPHINX, str(source), str(html), str(config), str(toc), "1" if strict else "0"]
     output = subprocess.DEVNULL if quiet else None
     return subprocess.run(command, cwd=Path(config).parent, stdout=output).returncode
 
 
+def prepare(profile, device=None, notebooks=None, executor="in-process", workers=None, ray_address=None,
+            download=False):
+    """Check every argument and every chosen notebook's parameters; returns the notebooks to run.
+
+    Raises:
+        ValueError: an unknown profile, device, executor or notebook (only toc notebooks: a name
+            never becomes a path outside the book), bad workers or address, or a bad parameter file.
+    """
+    checks.choice("profile", profile, PROFILES)
+    if device is not None:
+        schema.check_device("device", device)
+    checks.choice("executor", executor, EXECUTOR_NAMES)
+    checks.integer("workers", workers, low=1, optional=True)
+    if check_address(ray_address) is not None and executor != "ray":
+        raise ValueError("a Ray address needs the ray executor (--executor ray)")
+    listed = toc_notebooks()
+    chosen = listed if notebooks is None else list(checks.names("notebooks", notebooks))
+    unknown = [name for name in chosen if name not in listed]
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; the toc's notebooks: {', '.join(listed) or 'none'}")
+    for name in chosen:
+        schema.parameters_of(name)  # a toc notebook without a schema entry is refused here
+        run_values(name, profile, device, download, executor, workers, ray_address)
+    return chosen
+
+
 def reproduce(profile, device=None, notebooks=None, strict=False, build_html=True, out=print,
-              executor="in-process", workers=None, ray_address=None):
+              executor="in-process", workers=None, ray_address=None, download=False):
     """Execute the toc's notebooks (or the named ones) for `profile`, then build; returns an exit code.
+
+    Everything is checked first (``prepare``); executed notebooks go to ``_build/<profile>/executed``
+    and the HTML to ``_build/<profile>/html``.
 
     Args:
         executor, workers, ray_address: where the notebooks' sweeps run (see ``psputil.executors``);
             "ray" without an address starts one local Ray instance for all notebooks.
+        download: pass ``download=True`` to every notebook (torchvision downloads missing data).
+
+    Raises:
+        ValueError: see ``prepare`` (raised before any kernel starts).
     """
-    listed = toc_notebooks()
-    chosen = listed if not notebooks else list(notebooks)
+    chosen = prepare(profile, device, notebooks, executor, workers, ray_address, download)
+    listed, folder = toc_notebooks(), executed_dir(profile)
     started = time.perf_counter()
     out(f"reproduce: profile {profile}, device {device or 'from the profile'}, executor {executor}"
         f"{f' ({workers} workers)' if workers else ''}{f' at {ray_address}' if ray_address else ''}, "
-        f"{len(chosen)} notebook(s)")
+        f"{len(chosen)} notebook(s) into {_shown(folder)}")
     with _shared_ray(executor, workers, ray_address, out) as address:
         for i, name in enumerate(chosen, 1):
-            files = " ".join(f"-f {f.relative_to(paths.REPO_ROOT)}" for f in parameter_files(profile, name))
-            flags = f" -p executor {executor}" + (f" -p workers {workers}" if workers else "") + \
-                (f" -p ray_address {address}" if address else "")
-            out(f"[{i}/{len(chosen)}] {name}: papermill book/{name}.ipynb _build/executed/{name}.ipynb {files}{flags}")
+            target = (folder / name).with_suffix(".ipynb")
+            command = papermill_command(name, profile, target, device, download, executor, workers, address)
+            out(f"[{i}/{len(chosen)}] {name}: {command}")
             tick = time.perf_counter()
             try:
-                execute(name, profile, device, executor=executor, workers=workers, ray_address=address)
+                execute(name, profile, device, executor=executor, workers=workers, ray_address=address,
+                        download=download)
             except Exception as error:  # papermill saved the failing notebook: say where, stop
-                out(f"[{i}/{len(chosen)}] {name}: FAILED ({type(error).__name__}); see _build/executed/{name}.ipynb")
+                out(f"[{i}/{len(chosen)}] {name}: FAILED ({type(error).__name__}); see {_shown(target)}")
                 out(str(error)[-2000:])
                 return 1
             out(f"[{i}/{len(chosen)}] {name}: done in {time.perf_counter() - tick:.1f} s "
                 f"(total {time.perf_counter() - started:.1f} s)")
-    mirror()
+    mirror(BOOK, folder)
     for name in listed:
-        copy = (EXECUTED / name).with_suffix(".ipynb")
+        copy = (folder / name).with_suffix(".ipynb")
         if copy.is_symlink():
-            out(f"{name}: never executed by reproduce; the build runs it with its defaults")
-        elif (other := _profile_of(copy)) != profile:
-            out(f"{name}: showing an earlier run with profile {other}")
+            out(f"{name}: never executed by reproduce --profile {profile}; the build runs it with its defaults")
     if not build_html:
+        out(f"executed notebooks: {_shown(folder)}")
         return 0
-    out("building the HTML with jupyter-book ...")
-    code = build(EXECUTED, strict=strict)
+    out(f"building the HTML of profile {profile} with jupyter-book into {_shown(html_dir(profile))} ...")
+    code = build(folder, strict=strict, html=html_dir(profile))
     if code == 0:
-        out(f"done in {time.perf_counter() - started:.1f} s; the book: {HTML / 'index.html'}")
+        out(f"done in {time.perf_counter() - started:.1f} s; the book: {html_dir(profile) / 'index.html'}")
     return code
 
 
@@ -202,10 +319,50 @@ def _shared_ray(executor, workers, address, out):
         yield ray_executor.address
 
 
-def _profile_of(notebook):
-    import nbformat
+def _papermill_option(name, value):
+    """Papermill's option that passes `value` unchanged (its -p reads "12", "True", "None" as such)."""
+    import yaml
 
-    return nbformat.read(notebook, as_version=4).metadata.get("psputil", {}).get("profile", "unknown")
+    if value is None or isinstance(value, (bool, int, float)):
+        return ["-p", name, str(value)]
+    if isinstance(value, str):
+        return ["-r" if _resolves(value) else "-p", name, value]
+    return ["-y", yaml.safe_dump({name: value}, default_flow_style=True).strip()]
+
+
+def _resolves(text):
+    """Whether papermill's -p would turn `text` into something other than that string."""
+    if text in ("True", "False", "None"):
+        return True
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _shown(path):
+    """`path` relative to the current folder when it lies below it, else absolute."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _arguments(parser):
+    """The flags ``reproduce`` and ``papermill-command`` share."""
+    parser.add_argument("--profile", choices=PROFILES, default="quick", help="parameter set (default: quick)")
+    parser.add_argument("--device", default=None,
+                        help="auto, cpu, or a CUDA device of this machine (cuda, cuda:N); default: the profile's value")
+    parser.add_argument("--download", action="store_true",
+                        help="let torchvision download missing data sets (papermill -p download True)")
+    parser.add_argument("--executor", choices=EXECUTOR_NAMES, default="in-process",
+                        help="where the sweeps of independent runs go (default: in-process)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="process-pool size or CPUs of a local Ray instance (default: all cores)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="join this Ray cluster (host:6379 or ray://host:10001) instead of starting a local one")
 
 
 def main(argv=None):
@@ -213,34 +370,34 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m psputil", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("reproduce", help="execute the book's notebooks with papermill and build the HTML")
-    run.add_argument("--profile", choices=PROFILES, default="quick", help="parameter set (default: quick)")
-    run.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the profile's value)")
+    _arguments(run)
     run.add_argument("--notebooks", nargs="+", metavar="NAME", help="only these toc notebooks (default: all, in toc order)")
     run.add_argument("--strict", action="store_true", help="treat build warnings as errors (jupyter-book -W)")
     run.add_argument("--no-build", action="store_true", help="execute only, do not build the HTML")
-    run.add_argument("--executor", choices=EXECUTOR_NAMES, default="in-process",
-                     help="where the sweeps of independent runs go (default: in-process)")
-    run.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="process-pool size or CPUs of a local Ray instance (default: all cores)")
-    run.add_argument("--ray-address", default=None, metavar="ADDR",
-                     help="join this Ray cluster (host:6379 or ray://host:10001) instead of starting a local one")
+    show = commands.add_parser("papermill-command", help="print the papermill command that runs one notebook "
+                               "as reproduce does")
+    _arguments(show)
+    show.add_argument("--output", default=None, metavar="PATH",
+                      help="the executed notebook papermill writes (default: <notebook>-<profile>.ipynb)")
+    show.add_argument("notebook", help="a toc notebook, e.g. section5_2")
     args = parser.parse_args(argv)
+    sub = run if args.command == "reproduce" else show
     if args.workers is not None and args.workers < 1:
-        run.error(f"--workers must be a positive number of workers, got {args.workers}")
+        sub.error(f"--workers must be a positive number of workers, got {args.workers}")
     if args.ray_address and args.executor != "ray":
-        run.error("--ray-address needs --executor ray")
-    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
-        run.error("--executor ray needs ray: pip install -r requirements-ray.txt (or pip install -e .[ray])")
-    if args.device is not None:
-        from psputil import devices
-
-        try:
-            devices.resolve(args.device)
-        except ValueError as error:
-            run.error(str(error))
-    listed = toc_notebooks()
-    unknown = [n for n in args.notebooks or () if n not in listed]
-    if unknown:
-        run.error(f"unknown notebook(s) {', '.join(unknown)}; the toc's notebooks: {', '.join(listed) or 'none'}")
+        sub.error("--ray-address needs --executor ray")
+    if args.executor == "ray" and args.command == "reproduce" and importlib.util.find_spec("ray") is None:
+        sub.error("--executor ray needs ray: pip install -r requirements-ray.txt (or pip install -e .[ray])")
+    notebooks = getattr(args, "notebooks", None) or ([args.notebook] if args.command == "papermill-command" else None)
+    try:
+        prepare(args.profile, args.device, notebooks, args.executor, args.workers, args.ray_address, args.download)
+    except ValueError as error:
+        sub.error(str(error))
+    if args.command == "papermill-command":
+        output = args.output or f"{args.notebook}-{args.profile}.ipynb"
+        print(papermill_command(args.notebook, args.profile, output, args.device, args.download, args.executor,
+                                args.workers, args.ray_address))
+        return 0
     return reproduce(args.profile, args.device, args.notebooks, strict=args.strict, build_html=not args.no_build,
-                     executor=args.executor, workers=args.workers, ray_address=args.ray_address)
+                     executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+                     download=args.download)

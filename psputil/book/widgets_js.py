@@ -11,8 +11,11 @@ so the pages work offline; MathJax likewise (``_static/mathjax/``). Not under
 As a Sphinx extension (``sphinx: extra_extensions: [psputil.widgets_js]`` in
 ``_config.yml``) it runs at ``config-inited``, before myst-nb reads
 ``nb_ipywidgets_js``, so both ``jupyter-book build book`` and
-``python -m psputil reproduce`` use it. Where npm is absent or fails it keeps
-the CDN defaults and says so in the build log. It also removes duplicated
+``python -m psputil reproduce`` use it. An offline book must be complete: where npm is
+absent or fails, the build stops with an error saying why and how to fix it, unless
+``PSPUTIL_WIDGETS_CDN=1`` opts in to myst-nb's and Sphinx's CDN defaults (pages that
+then need the network; the build log says so). Packages are unpacked member by member:
+only regular files whose paths stay inside the target are written. It also removes duplicated
 inline ``<script>`` tags (sphinx-thebe's and sphinx-togglebutton's configuration,
 included twice by Jupyter Book 1.0.4), sets the theme's default colour mode (an
 empty one makes pydata-sphinx-theme log an error on a first visit), and sets
@@ -38,6 +41,7 @@ CACHE = paths.REPO_ROOT / ".cache" / "widgets-js"  # git-ignored; added to html_
 DEFAULT_TARGET = CACHE / "widgets"  # served as _static/widgets/
 MATHJAX_TARGET = CACHE / "mathjax"  # served as _static/mathjax/
 STAMP = "VERSION"  # file in a target naming the fetched package and version
+CDN_OPT_IN = "PSPUTIL_WIDGETS_CDN"  # "1": build with CDN scripts when the files cannot be fetched
 _FONTS = (".woff2", ".woff", ".ttf", ".eot", ".svg")
 
 
@@ -74,15 +78,23 @@ def fetch(target=DEFAULT_TARGET, version=VERSION, npm="npm", timeout=180, packag
 
     Returns:
         The target ``Path`` when the files are there, or None when npm is missing or
-        failed (the reason is logged).
+        failed (the reason is logged; ``fetch_or_reason`` returns it).
+
+    Raises:
+        ValueError: the package holds a member that would be written outside `target`.
     """
+    return fetch_or_reason(target, version, npm, timeout, package, select)[0]
+
+
+def fetch_or_reason(target=DEFAULT_TARGET, version=VERSION, npm="npm", timeout=180, package=PACKAGE,
+                    select=_widget_files):
+    """As ``fetch``, but returns (target or None, why it is None: "" when fetched)."""
     target = Path(target)
     if is_fetched(target, version, package):
-        return target
+        return target, ""
     executable = shutil.which(npm)
     if executable is None:
-        log.info("npm not found: %s will come from a CDN", package)
-        return None
+        return _failed(f"npm ({npm}) not found")
     with tempfile.TemporaryDirectory(prefix="psputil-npm-") as scratch:
         command = [executable, "pack", f"{package}@{version}", "--pack-destination", scratch, "--silent",
                    "--fetch-retries=1", "--fetch-timeout=30000"]  # fail fast offline
@@ -90,14 +102,17 @@ def fetch(target=DEFAULT_TARGET, version=VERSION, npm="npm", timeout=180, packag
             subprocess.run(command, cwd=scratch, check=True, capture_output=True, text=True, timeout=timeout)
         except (OSError, subprocess.SubprocessError) as error:
             detail = getattr(error, "stderr", "") or error
-            log.info("npm pack %s@%s failed (%s): it will come from a CDN", package, version, str(detail).strip()[:300])
-            return None
+            return _failed(f"npm pack {package}@{version} failed ({str(detail).strip()[:300]})")
         tarballs = list(Path(scratch).glob("*.tgz"))
         if len(tarballs) != 1:
-            log.info("npm pack produced %d tarballs in %s: %s will come from a CDN", len(tarballs), scratch, package)
-            return None
+            return _failed(f"npm pack {package}@{version} produced {len(tarballs)} tarballs")
         _unpack(tarballs[0], target, f"{package}@{version}", select)
-    return target
+    return target, ""
+
+
+def _failed(reason):
+    log.info("%s", reason)
+    return None, reason
 
 
 def is_fetched(target=DEFAULT_TARGET, version=VERSION, package=PACKAGE):
@@ -107,20 +122,51 @@ def is_fetched(target=DEFAULT_TARGET, version=VERSION, package=PACKAGE):
 
 
 def _unpack(tarball, target, stamp, select):
-    """Copy the selected files of the package into `target`, replacing what was there."""
+    """Copy the selected files of the package into `target`, replacing what was there.
+
+    Raises:
+        ValueError: a selected member is a link or not a regular file, or its destination is
+            absolute or leaves `target` (``..``); nothing is written then.
+    """
+    target = Path(target)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    with tarfile.open(tarball, "r:gz") as archive:
-        for member in archive.getmembers():
-            destination = select(member.name.removeprefix("package/")) if member.isfile() else None
-            if destination is None:
-                continue
-            (partial / destination).parent.mkdir(parents=True, exist_ok=True)
-            (partial / destination).write_bytes(archive.extractfile(member).read())
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            chosen = [(member, select(member.name.removeprefix("package/")))
+                      for member in archive.getmembers() if not member.isdir()]
+            chosen = [(member, destination) for member, destination in chosen if destination is not None]
+            for member, destination in chosen:  # every member is checked before the first is written
+                _check_member(member, destination, partial, tarball)
+            for member, destination in chosen:
+                (partial / destination).parent.mkdir(parents=True, exist_ok=True)
+                (partial / destination).write_bytes(archive.extractfile(member).read())
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     (partial / STAMP).write_text(stamp + "\n")
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)
+
+
+def _check_member(member, destination, folder, tarball):
+    """Refuse a package member that is not a plain file or whose destination leaves `folder`."""
+    where = f"{tarball}: member {member.name!r}"
+    if not member.isfile():
+        raise ValueError(f"{where} is a {'link' if member.issym() or member.islnk() else 'special file'}, "
+                         "not a regular file; refusing to unpack the package")
+    data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.12, 3.11.4, 3.10.12, 3.9.17, 3.8.17
+    if data_filter is not None:
+        try:
+            data_filter(member, str(folder))
+        except tarfile.FilterError as error:
+            raise ValueError(f"{where} is refused by tarfile's data filter ({error})") from None
+    relative = Path(destination)
+    inside = (folder / relative).resolve().is_relative_to(folder.resolve())
+    if relative.is_absolute() or ".." in relative.parts or not inside:
+        raise ValueError(f"{where} would be written to {destination!r}, outside {folder}; refusing to unpack "
+                         "the package")
 
 
 def ipywidgets_js(target=DEFAULT_TARGET, version=VERSION):
@@ -135,19 +181,28 @@ def ipywidgets_js(target=DEFAULT_TARGET, version=VERSION):
 
 
 def _config_inited(app, config):
+    from sphinx.errors import ExtensionError
     from sphinx.util import logging as sphinx_logging
 
     logger = sphinx_logging.getLogger(__name__)
     os.environ.setdefault("TQDM_DISABLE", "1")  # kernels started by myst-nb inherit it
-    fetched = fetch(DEFAULT_TARGET)
+    cdn = os.environ.get(CDN_OPT_IN, "") == "1"
+    fetched, why = fetch_or_reason(DEFAULT_TARGET)
+    mathjax, why_mathjax = fetch_or_reason(MATHJAX_TARGET, MATHJAX_VERSION, package="mathjax", select=_mathjax_files)
+    missing = [f"{what}: {reason}" for what, reason in ((f"{PACKAGE} {VERSION}", why), (f"MathJax {MATHJAX_VERSION}", why_mathjax))
+               if reason]
+    if missing and not cdn:
+        raise ExtensionError(
+            "[psputil.widgets_js] the book would load scripts from public CDNs and not work offline, because "
+            + "; ".join(missing) + f". Fix: install npm (apt-get install npm) and let it reach the npm registry "
+            f"once (the files are kept in {CACHE}), or set {CDN_OPT_IN}=1 to build pages that load them from CDNs")
     if fetched is None:
-        logger.info("[psputil.widgets_js] widget JavaScript: myst-nb's CDN default (needs network)")
+        logger.info("[psputil.widgets_js] widget JavaScript: myst-nb's CDN default (%s=1; needs network)", CDN_OPT_IN)
     else:
         config.nb_ipywidgets_js = ipywidgets_js(fetched)
         logger.info("[psputil.widgets_js] widget JavaScript: %s %s served from %s", PACKAGE, VERSION, fetched)
-    mathjax = fetch(MATHJAX_TARGET, MATHJAX_VERSION, package="mathjax", select=_mathjax_files)
     if mathjax is None:
-        logger.info("[psputil.widgets_js] MathJax: Sphinx's CDN default (needs network)")
+        logger.info("[psputil.widgets_js] MathJax: Sphinx's CDN default (%s=1; needs network)", CDN_OPT_IN)
     else:
         config.mathjax_path = f"{mathjax.name}/tex-mml-chtml.js"  # relative to _static/
         logger.info("[psputil.widgets_js] MathJax %s served from %s", MATHJAX_VERSION, mathjax)

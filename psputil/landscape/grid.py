@@ -18,10 +18,14 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from psputil import checks, models
+from psputil.data import check_split
+from psputil.landscape.plane import Plane
 from psputil.psp.activations import capture_psps
-from psputil.metrics import Error, Loss
+from psputil.metrics import Error, Loss, Metric, check_batch
 
 CACHE_BYTES = 256 * 2**20  # per input layer: its three outputs on every batch, reused by every chunk
+PROBE_SAMPLES = 8  # samples of the first batch that find the input layers (never one: batch statistics)
 
 
 def evaluate_grid(plane, a_values, b_values, batches, metrics=None, batch_size=1000,
@@ -44,20 +48,28 @@ def evaluate_grid(plane, a_values, b_values, batches, metrics=None, batch_size=1
         dict metric name -> float64 numpy array of shape (len(b_values), len(a_values));
         entry [i, j] is the point (a_values[j], b_values[i]), ready for
         ``plt.contour(a_values, b_values, maps[name])``.
+
+    Raises:
+        ValueError: an argument of the wrong type or out of range; a batch whose inputs do not
+            have the model's input shape, or whose labels are not integer class indices below the
+            model's outputs (``data.check_split``; every batch of a list is checked before any compute).
     """
+    if not isinstance(plane, Plane):
+        raise ValueError(f"plane must be a landscape.Plane (from plane_through), got {type(plane).__name__}")
     a_values, b_values = _axis(a_values, "a_values"), _axis(b_values, "b_values")
     metrics = _check_metrics((Loss(), Error()) if metrics is None else metrics)
-    if not isinstance(points_per_pass, int) or points_per_pass < 1:
-        raise ValueError(f"points_per_pass must be a positive integer, got {points_per_pass!r}")
+    points_per_pass = checks.integer("points_per_pass", points_per_pass, low=1)
+    checks.flag("factor_input_layers", factor_input_layers)
+    checks.flag("progress", progress)
     batch_source = _batch_source(batches, batch_size)
     first = next(iter(plane.origin.values()))
     device, dtype = first.device, first.dtype
     grid_b, grid_a = np.meshgrid(b_values, a_values, indexing="ij")
     points_a, points_b = grid_a.reshape(-1), grid_b.reshape(-1)
-    first_batch = next(iter(batch_source()), None)
-    if first_batch is None:
-        raise ValueError("batches must hold at least one batch of (inputs, targets)")
-    runner = _Runner(plane, first_batch[0][:1].to(device), any(m.needs_psps for m in metrics), factor_input_layers)
+    first_batch = _check_batches(plane.template, metrics, batches, batch_source)
+    # the input layers are found on a few real samples (a model need not work on one sample)
+    probe = first_batch[0][:PROBE_SAMPLES].to(device)
+    runner = _Runner(plane, probe, any(m.needs_psps for m in metrics), factor_input_layers)
     results = {m.name: np.empty(len(points_a)) for m in metrics}
     with torch.no_grad(), tqdm(total=len(points_a), unit="point", disable=not progress, desc="loss plane") as bar:
         for start in range(0, len(points_a), points_per_pass):
@@ -65,6 +77,8 @@ def evaluate_grid(plane, a_values, b_values, batches, metrics=None, batch_size=1
             b = torch.tensor(points_b[start : start + points_per_pass], device=device, dtype=dtype)
             states = [m.init(len(a), device) for m in metrics]
             for index, (x, y) in enumerate(batch_source()):
+                if len(y) == 0:
+                    continue
                 x, y = x.to(device), y.to(device)
                 outputs, psps = runner(a, b, x, batch_key=index)
                 states = [m.update(s, outputs, y, psps if m.needs_psps else None) for m, s in zip(metrics, states)]
@@ -175,26 +189,56 @@ def _input_layers(model, plane, x):
 
 
 def _axis(values, name):
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1 or array.size == 0 or not np.isfinite(array).all():
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 1 or array.size == 0 or not np.isfinite(array).all():
         raise ValueError(f"{name} must be a non-empty 1-D sequence of finite floats, got {values!r}")
     return array
 
 
 def _check_metrics(metrics):
+    if isinstance(metrics, Metric) or not hasattr(metrics, "__iter__"):
+        raise ValueError(f"metrics must be a sequence of Metric objects, such as [Loss(), Error()], got {metrics!r}")
     metrics = list(metrics)
+    wrong = [m for m in metrics if not isinstance(m, Metric)]
+    if wrong:
+        raise ValueError(f"metrics must be psputil.metrics.Metric objects, got {wrong!r}")
     names = [getattr(m, "name", None) for m in metrics]
     if not metrics or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"metrics must be a non-empty sequence of Metric objects with distinct names, got names {names}")
     return metrics
 
 
+def _check_batches(model, metrics, batches, batch_source):
+    """Check the data against the model and the metrics before any compute; returns the first batch.
+
+    Labels must lie below the model's outputs and every metric's ``num_classes``. A
+    ``TensorSplit`` is checked whole (``data.check_split``); a list of batches batch by batch.
+    """
+    bounds = [models.num_outputs(model)] + [getattr(m, "num_classes", None) for m in metrics]
+    bounds = [b for b in bounds if b is not None]
+    classes, shape = (min(bounds) if bounds else None), models.input_shape(model)
+    if hasattr(batches, "batches") and hasattr(batches, "images"):  # a TensorSplit
+        check_split(batches, classes or 2**62, shape or tuple(batches.images.shape[1:]), "the data")
+        return next(iter(batch_source()))
+    first = None
+    for index, batch in enumerate(batch_source()):
+        x, y = check_batch(batch, classes, shape, f"batch {index}")
+        first = (x, y) if first is None and len(y) else first
+    if first is None:
+        raise ValueError("batches must hold at least one batch of (inputs, targets) with samples")
+    return first
+
+
 def _batch_source(batches, batch_size):
     """A function returning a fresh iterator over the (x, y) batches."""
     if hasattr(batches, "batches") and hasattr(batches, "images"):  # a TensorSplit
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = checks.integer("batch_size", batch_size, low=1)
         return lambda: batches.batches(batch_size)
+    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__"):
+        raise ValueError(f"batches must be a TensorSplit or a list of (x, y) batches, got {type(batches).__name__}")
     if iter(batches) is batches:
         raise ValueError("batches must be a TensorSplit or a re-iterable collection (list/tuple) of (x, y), not a one-shot iterator")
     return lambda: iter(batches)

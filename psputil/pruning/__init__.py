@@ -6,6 +6,6 @@ Linear layer; sparsity is the percentage of those entries that are zero.
 """
 
 from psputil.pruning.masks import (  # noqa: F401 (the package's interface)
-    PRUNABLE_TYPES, MagnitudeRanking, MaskHook, apply_mask, check_mask, full_mask, layer_sparsity,
-    magnitude_mask, mask_sparsity, prunable, random_mask, sparsity, survivors, to_cpu,
+    PRUNABLE_TYPES, MagnitudeRanking, MaskHook, apply_mask, check_entries, check_mask, check_survivors, full_mask,
+    layer_sparsity, magnitude_mask, mask_sparsity, prunable, random_mask, sparsity, survivors, to_cpu,
 )

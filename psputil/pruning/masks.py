@@ -6,9 +6,12 @@ one entry per prunable tensor: the weights and biases of every ``nn.Conv2d`` and
 those entries that are zero.
 """
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
+from psputil import checks
 from psputil.train import Hook
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
@@ -45,14 +48,49 @@ def layer_sparsity(model):
 
 
 def mask_sparsity(mask):
-    """Percent of pruned (False) entries of a mask."""
+    """Percent of pruned (False) entries of a mask.
+
+    Raises:
+        ValueError: `mask` is not a non-empty dict of bool tensors, or holds no entries at all.
+    """
+    check_entries(mask)
     total = sum(m.numel() for m in mask.values())
+    if total == 0:
+        raise ValueError("mask holds tensors with no entries; its sparsity is undefined")
     return 100.0 * sum(int((~m).sum()) for m in mask.values()) / total
 
 
 def survivors(mask):
     """Number of surviving (True) entries per tensor: dict name -> int."""
+    check_entries(mask)
     return {name: int(m.sum()) for name, m in mask.items()}
+
+
+def check_entries(mask, what="mask"):
+    """Raise ValueError unless `mask` is a non-empty dict ``name -> bool tensor`` (no model needed).
+
+    Returns:
+        `mask`.
+    """
+    if not isinstance(mask, Mapping):
+        raise ValueError(f"{what} must be a dict parameter name -> bool tensor (True = the weight survives), "
+                         f"got {type(mask).__name__}")
+    if not mask:
+        raise ValueError(f"{what} is empty; it needs one bool tensor per prunable tensor (see pruning.full_mask(model))")
+    for name, m in mask.items():
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+            got = f"a {m.dtype} tensor" if isinstance(m, torch.Tensor) else type(m).__name__
+            raise ValueError(f"{what}[{name!r}] must be a bool tensor (True = the weight survives), got {got}; "
+                             "a float mask can be turned into one with mask != 0")
+    return mask
+
+
+def check_survivors(mask, what="mask"):
+    """Raise ValueError when `mask` prunes every entry (a network with no weights left cannot be trained)."""
+    check_entries(mask, what)
+    if not any(bool(m.any()) for m in mask.values()):
+        raise ValueError(f"{what} prunes every weight (100 % sparsity); keep at least one weight")
+    return mask
 
 
 def full_mask(model):
@@ -63,6 +101,9 @@ def full_mask(model):
 def check_mask(model, mask):
     """Raise ValueError unless `mask` has exactly one bool tensor of the right shape per prunable tensor."""
     params = prunable(model)
+    if not isinstance(mask, Mapping):
+        raise ValueError(f"mask must be a dict parameter name -> bool tensor with the names {sorted(params)}, "
+                         f"got {type(mask).__name__}")
     if set(mask) != set(params):
         raise ValueError(
             f"mask names {sorted(mask)} do not match the prunable tensors of the model; valid: {sorted(params)}"
@@ -96,15 +137,21 @@ def magnitude_mask(model, target, mask=None):
 
     Returns:
         The new mask (a subset of `mask`).
+
+    Raises:
+        ValueError: `target` is not a number in [0, 100), or it rounds to pruning every weight.
     """
-    if not 0 <= target < 100:
-        raise ValueError(f"target sparsity must be a percentage in [0, 100), got {target}")
+    target = checks.number("target sparsity (percent)", target, 0, 100, high_open=True)
     params = prunable(model)
     mask = full_mask(model) if mask is None else mask
     check_mask(model, mask)
     total = sum(p.numel() for p in params.values())
+    goal = int(round(target / 100 * total))
+    if goal >= total:
+        raise ValueError(f"target sparsity {target} % prunes all {total} weights of the model; "
+                         f"the largest target that keeps one is {100 * (total - 1) / total:.6f} %")
     already = total - sum(int(m.sum()) for m in mask.values())
-    return MagnitudeRanking(model, mask).prune(int(round(target / 100 * total)) - already)
+    return MagnitudeRanking(model, mask).prune(goal - already)
 
 
 class MagnitudeRanking:
@@ -139,7 +186,17 @@ class MagnitudeRanking:
 
 
 def random_mask(reference, seed):
-    """A seeded random mask with the same number of survivors in every tensor as `reference`."""
+    """A seeded random mask with the same number of survivors in every tensor as `reference`.
+
+    Args:
+        reference: a mask (dict name -> bool tensor).
+        seed: integer >= 0.
+
+    Raises:
+        ValueError: `reference` is not a non-empty dict of bool tensors, or `seed` is not an integer.
+    """
+    check_entries(reference, "reference")
+    seed = checks.integer("seed", seed, low=0)
     generator = torch.Generator().manual_seed(seed)
     out = {}
     for name, m in reference.items():
@@ -153,10 +210,14 @@ class MaskHook(Hook):
     """Keeps pruned weights exactly zero during ``train.fit`` (SGD momentum and weight decay included).
 
     Gradients are masked after backward, weights and momentum buffers after every step.
+
+    Raises:
+        ValueError: (at construction and in ``set_mask``) `mask` is not a dict of bool tensors
+            or prunes every weight.
     """
 
     def __init__(self, mask):
-        self.mask = mask
+        self.mask = check_survivors(mask)
         self.params = []
         self.factors = []
 
@@ -167,6 +228,7 @@ class MaskHook(Hook):
     def set_mask(self, model, mask):
         """Switch to `mask` (checked against `model`) and zero the weights it prunes."""
         check_mask(model, mask)
+        check_survivors(mask)
         params = prunable(model)
         self.mask = mask
         self.params = [params[n] for n in mask]

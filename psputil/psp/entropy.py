@@ -16,10 +16,16 @@ from typing import Dict, Optional
 
 import torch
 
+from psputil import checks, models
 from psputil.psp import counts
 from psputil.psp.activations import capture_psps, relu_modules
-from psputil.metrics import Metric
+from psputil.metrics import Metric, check_batch
 from psputil.train import eval_mode
+
+# Orders >= 3 count the joint states of SUBSETS_PER_CHUNK subsets at a time (``counts.subset_entropy``) in
+# an int64 table of classes x subsets x 2^order entries; an order whose table would exceed this is refused.
+MAX_STATE_TABLE_BYTES = 2**30
+SUBSETS_PER_CHUNK = 64
 
 
 @dataclass
@@ -63,7 +69,7 @@ class PSPL2(Metric):
     needs_psps = True
 
     def __init__(self, layers=None):
-        self.layers = None if layers is None else tuple(layers)
+        self.layers = _check_layer_names(layers)
 
     def init(self, num_points, device):
         return {"sums": {}, "n": 0, "num_points": num_points, "device": device}
@@ -98,24 +104,25 @@ class PSPEntropy(Metric):
         layers: relu module paths to analyse (None: all).
         block_size: neurons per tile side of the pair matrix (order 2).
         samples, seed: k-subsets drawn per layer and their seed (order >= 3).
+
+    Raises:
+        ValueError: an argument of the wrong type or out of range, a lone string or an empty
+            list as `layers`, or an order whose joint-state table exceeds ``MAX_STATE_TABLE_BYTES``.
     """
 
     needs_psps = True
 
     def __init__(self, order=1, num_classes=10, eps=0.0, layers=None, block_size=1024, samples=2000, seed=0):
-        if not isinstance(order, int) or order < 1:
-            raise ValueError(f"order must be an integer >= 1 (1: neurons, 2: pairs, k: k-subsets), got {order!r}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if not 0.0 <= eps < 0.5:
-            raise ValueError(f"eps must lie in [0, 0.5) (the authors use 1e-4), got {eps}")
-        if block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {block_size}")
-        if order >= 3 and samples < 2:
-            raise ValueError(f"samples must be >= 2 to estimate a standard error, got {samples}")
-        self.order, self.num_classes, self.eps = order, num_classes, eps
-        self.layers = None if layers is None else tuple(layers)
-        self.block_size, self.samples, self.seed = block_size, samples, seed
+        order = checks.integer("order", order, low=1)
+        self.num_classes = checks.integer("num_classes", num_classes, low=2)
+        self.eps = checks.number("eps", eps, 0.0, 0.5, high_open=True)
+        self.layers = _check_layer_names(layers)
+        self.block_size = checks.integer("block_size", block_size, low=1)
+        self.samples = checks.integer("samples", samples, low=2 if order >= 3 else 1)  # >= 3: a standard error
+        self.seed = checks.integer("seed", seed, low=0)
+        if order >= 3:
+            check_state_table(order, self.num_classes, self.samples)
+        self.order = order
         self.name = f"psp_entropy{order}"
 
     def init(self, num_points, device):
@@ -183,7 +190,11 @@ class PSPEntropy(Metric):
 
 
 def l2(model, batches, layers=None):
-    """PSP L2 norm of `model` over `batches` of (inputs, targets): ``.total``, ``.per_layer``."""
+    """PSP L2 norm of `model` over `batches` of (inputs, targets): ``.total``, ``.per_layer``.
+
+    Raises:
+        ValueError: bad `layers` (see ``entropy``), or a batch that the model cannot take.
+    """
     metric = PSPL2(layers)
     return metric.summarize(_run(model, batches, metric))
 
@@ -199,26 +210,77 @@ def entropy(model, batches, order=1, num_classes=10, eps=0.0, layers=None, block
     Returns:
         ``EntropyResult`` (per_neuron and per_class for orders 1 and 2; standard
         errors and sample counts for order >= 3).
+
+    Raises:
+        ValueError: a bad argument (checked before any forward pass: see ``PSPEntropy``); an
+            unknown layer name; a batch whose inputs do not have the model's input shape or whose
+            labels are not integer class indices in [0, num_classes) (``data.check_split``); no samples.
     """
     metric = PSPEntropy(order, num_classes, eps, layers, block_size, samples, seed)
     return metric.summarize(_run(model, batches, metric))
 
 
 def _run(model, batches, metric):
-    """One pass in eval mode without gradients, the model's modes restored afterwards."""
+    """One pass in eval mode without gradients, the model's modes restored afterwards.
+
+    Every batch is checked (inputs against the model's input shape, labels against the
+    metric's classes) before the model sees it.
+    """
     names = [name for name, _ in relu_modules(model)]
     if metric.layers is not None:
         _check_layers(metric.layers, names)
+    if isinstance(batches, (str, bytes, torch.Tensor)) or not hasattr(batches, "__iter__"):
+        raise ValueError(f"batches must be an iterable of (inputs, targets) pairs, such as "
+                         f"split.batches(100) or [(x, y)], got {type(batches).__name__}")
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     state, sink = metric.init(1, device), {}
+    num_classes = getattr(metric, "num_classes", None)  # None (the L2 norm): labels are only counted
     with eval_mode(model), torch.no_grad(), capture_psps(model, sink):
-        for inputs, targets in batches:
+        for index, batch in enumerate(batches):
+            inputs, targets = check_batch(batch, num_classes, models.input_shape(model), f"batch {index}")
+            if len(targets) == 0:
+                continue
             sink.clear()
             outputs = model(inputs.to(device))
             psps = {name: z.unsqueeze(0) for name, z in sink.items()}
             state = metric.update(state, outputs.unsqueeze(0), targets.to(device), psps)
     return state
+
+
+def check_state_table(order, num_classes, samples):
+    """Refuse an order >= 3 whose joint-state table (int64, classes x subsets x 2^order) exceeds the limit.
+
+    Raises:
+        ValueError: naming the size, the limit ``MAX_STATE_TABLE_BYTES`` and the largest order within it.
+    """
+    rows = min(SUBSETS_PER_CHUNK, samples)
+    need = num_classes * rows * 8 * 2**order
+    if need <= MAX_STATE_TABLE_BYTES:
+        return need
+    largest = (MAX_STATE_TABLE_BYTES // (num_classes * rows * 8)).bit_length() - 1
+    fix = (f"lower the order to at most {largest}" if largest >= 3 else
+           f"no order >= 3 fits with {num_classes} classes: use fewer classes or order 1 or 2")
+    raise ValueError(
+        f"order {order} needs a table of {num_classes} classes x {rows} subsets x 2^{order} joint states "
+        f"(int64) = {_bytes(need)} per pass, above the limit of {_bytes(MAX_STATE_TABLE_BYTES)} "
+        f"(MAX_STATE_TABLE_BYTES in psputil/psp/entropy.py); {fix} (for {num_classes} classes and samples={samples})"
+    )
+
+
+def _bytes(count):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.3g} {unit}" if unit != "bytes" else f"{count} bytes"
+        count /= 1024
+
+
+def _check_layer_names(layers):
+    """None (every ReLU layer) or a tuple of relu module paths; a lone string or an empty list is refused."""
+    if layers is not None and not isinstance(layers, str) and hasattr(layers, "__len__") and len(layers) == 0:
+        raise ValueError("layers is empty: pass None to analyse every ReLU layer, or relu module paths such as "
+                         "['relu1'] (names as in model.named_modules())")
+    return checks.names("layers", layers, optional=True)
 
 
 def _selected(psps, layers):

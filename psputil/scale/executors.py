@@ -20,6 +20,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from psputil import checks
+
 EXECUTOR_NAMES = ("in-process", "process-pool", "ray")
 
 
@@ -86,8 +88,7 @@ class ProcessPoolExecutor(_Executor):
     name = "process-pool"
 
     def __init__(self, workers=None):
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        workers = checks.integer("workers", workers, low=1, optional=True)
         self.workers = workers or os.cpu_count() or 1
         self._pool = concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_single_thread
@@ -129,12 +130,13 @@ class RayExecutor(_Executor):
     name = "ray"
 
     def __init__(self, address=None, workers=None, max_retries=2):
+        address = check_address(address)
+        workers = checks.integer("workers", workers, low=1, optional=True)
+        max_retries = checks.integer("max_retries", max_retries, low=0)
         try:
             import ray
         except ImportError as error:
             raise ImportError("the Ray executor needs ray: pip install 'ray>=2.9' (or pip install -e .[ray])") from error
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
         self._ray = ray
         self._owner = not ray.is_initialized()  # close() shuts down only what this executor started
         if self._owner:
@@ -188,18 +190,34 @@ def make(name="in-process", workers=None, address=None):
     """An executor by name: "in-process", "process-pool" or "ray".
 
     Args:
-        workers: processes of the pool, CPUs of a local Ray instance (None: all cores).
+        workers: processes of the pool, CPUs of a local Ray instance (None: all cores); an integer >= 1.
         address: Ray cluster address (only with "ray"; None starts a local instance).
+
+    Raises:
+        ValueError: an unknown name, `workers` not None or an integer >= 1, or an address
+            that is not a non-empty string or is given to another executor than "ray".
     """
-    if name not in EXECUTOR_NAMES:
-        raise ValueError(f"unknown executor {name!r}; valid: {', '.join(EXECUTOR_NAMES)}")
-    if address and name != "ray":
-        raise ValueError(f"a cluster address only applies to the ray executor, not {name!r}")
+    checks.choice("executor", name, EXECUTOR_NAMES)
+    workers = checks.integer("workers", workers, low=1, optional=True)
+    address = check_address(address)
+    if address is not None and name != "ray":
+        raise ValueError(f"a cluster address ({address!r}) only applies to the ray executor, not {name!r}; "
+                         "drop the address or use the ray executor")
     if name == "in-process":
         return InProcessExecutor()
     if name == "process-pool":
         return ProcessPoolExecutor(workers)
     return RayExecutor(address, workers)
+
+
+def check_address(address):
+    """None, or a Ray cluster address: a non-empty string ("host:6379" or "ray://host:10001")."""
+    if address is None:
+        return None
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError(f"address must be None or a Ray cluster address such as 'host:6379' or "
+                         f"'ray://host:10001', got {address!r}")
+    return address
 
 
 def _single_thread():
