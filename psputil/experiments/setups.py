@@ -19,6 +19,11 @@ from psputil.train import RESNET32_RECIPE, TrainConfig
 
 SETUP_NAMES = ("lenet300-mnist", "lenet5-mnist", "lenet5-fashion", "resnet32-cifar10")
 PROFILES = ("smoke", "quick", "paper")
+# Paper profile: where a LOBSTER run stops (percent pruned; it then trains on at that level until the
+# next plateau). LeNet-5 / MNIST: the paper's 99.57 % (Sec. 5.2); LeNet-300: beyond the 95 % where the
+# paper says retraining fails (Sec. 5.1); the others: our choice.
+TARGETS = {"lenet300-mnist": 98.5, "lenet5-mnist": 99.5, "lenet5-fashion": 98.0, "resnet32-cifar10": 95.0}
+PAPER_RESET_LR = True  # decided from measured runs on full MNIST (README, methods page)
 ARCHITECTURE = {"lenet300-mnist": ("lenet300", "mnist"), "lenet5-mnist": ("lenet5", "mnist"),
                 "lenet5-fashion": ("lenet5", "fashion-mnist"), "resnet32-cifar10": ("resnet32", "cifar10")}
 
@@ -64,17 +69,21 @@ def setup(name, profile="quick"):
 
 
 def _paper(name):
-    """The authors' LeNet setting (EIDOSLAB/LOBSTER README: lr 0.1, batch 100, lambda 1e-4, twt 0.05, pwe 20,
-    plain SGD, 10 % held out); for ResNet-32 the CIFAR recipe, with lambda and pwe our choice."""
+    """The authors' setting (EIDOSLAB/LOBSTER: plain SGD, lr 0.1, batch 100, lambda 1e-4, twt 0.05, pwe 20,
+    ReduceLROnPlateau(threshold=0, cooldown=50), 10 % held out). Their runs have no target and a
+    fixed epoch budget; ours stop at the paper's regime (``TARGETS``). For ResNet-32 the CIFAR
+    recipe, with lambda and pwe our choice."""
     model, dataset = ARCHITECTURE[name]
     if model == "resnet32":
         train = RESNET32_RECIPE
-        lob = LobsterConfig(lam=1e-6, twt=0.05, pwe=20)
-        lob_train = dataclasses.replace(RESNET32_RECIPE, epochs=1000, schedule="plateau", milestones=())
+        lob = LobsterConfig(lam=1e-6, twt=0.05, pwe=20, target=TARGETS[name], reset_lr=PAPER_RESET_LR)
+        lob_train = dataclasses.replace(RESNET32_RECIPE, epochs=1000, schedule="plateau", milestones=(),
+                                        plateau_threshold=0.0, plateau_cooldown=50)
         return Setup(name, "paper", model, DataConfig(dataset), train, lob, lob_train, (50, 70, 80, 90, 95), 10, 10)
-    train = TrainConfig(epochs=100, lr=0.1, batch_size=100, schedule="plateau")
-    lob = LobsterConfig(lam=1e-4, twt=0.05, pwe=20)
-    lob_train = TrainConfig(epochs=2000, lr=0.1, batch_size=100, schedule="plateau")
+    authors = dict(lr=0.1, batch_size=100, schedule="plateau", plateau_threshold=0.0, plateau_cooldown=50)
+    train = TrainConfig(epochs=100, **authors)
+    lob = LobsterConfig(lam=1e-4, twt=0.05, pwe=20, target=TARGETS[name], reset_lr=PAPER_RESET_LR)
+    lob_train = TrainConfig(epochs=2000, **authors)
     milestones = {"lenet300-mnist": (50, 80, 90, 95, 97, 98, 98.5), "lenet5-mnist": (50, 80, 90, 95, 98, 99, 99.5),
                   "lenet5-fashion": (50, 80, 90, 95, 98)}[name]
     return Setup(name, "paper", model, DataConfig(dataset), train, lob, lob_train, milestones, 10, 10)
