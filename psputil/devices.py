@@ -5,19 +5,28 @@ import platform
 import torch
 
 
+def available():
+    """The device names this machine's torch can compute on: auto, cpu, and cuda, cuda:0 .. cuda:N-1 when present."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ("auto", "cpu") + (("cuda",) + tuple(f"cuda:{i}" for i in range(count)) if count else ())
+
+
 def resolve(device="auto"):
-    """A ``torch.device``: "auto" means CUDA when present, else the CPU."""
+    """A ``torch.device``: "auto" means CUDA when present, else the CPU.
+
+    Raises:
+        ValueError: a device this machine cannot compute on (mps, xpu, meta, a missing cuda:N, ...),
+            naming the valid ones.
+    """
     if isinstance(device, torch.device):
-        return device
+        device = str(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use 'auto' or 'cpu'")
-    return resolved
+    valid = available()
+    if device not in valid:
+        note = "" if "cuda" in valid else " (no CUDA device here)"
+        raise ValueError(f"unknown device {device!r}; valid here: {', '.join(valid)}{note}")
+    return torch.device(device)
 
 
 def environment(device="auto"):

@@ -395,17 +395,21 @@ def cpu_copy(tree):
 
 
 def _output_width(model, split, what):
-    """Number of outputs of `model` on one sample of `split`; ValueError if it cannot take the sample."""
+    """Number of outputs of `model` on the first samples of `split`; ValueError if it cannot take them.
+
+    Two samples, in eval mode, so that no layer sees a batch of one.
+    """
     shape = "x".join(map(str, split.images.shape[1:]))
+    probe = split.images[:2]
     try:
         with torch.no_grad(), eval_mode(model):
-            out = model(split.images[:1])
+            out = model(probe)
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"the model cannot take the samples of {what}, of shape {shape}{_first_layer(model)} "
                          f"({reason})") from error
-    if out.dim() != 2 or len(out) != 1:
-        raise ValueError(f"the model must return (batch, classes) scores; on one sample of {what} it returned "
+    if out.dim() != 2 or len(out) != len(probe):
+        raise ValueError(f"the model must return (batch, classes) scores; on {len(probe)} samples of {what} it returned "
                          f"shape {tuple(out.shape)}")
     return out.shape[1]
 

@@ -22,17 +22,17 @@ import torch
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install -r requirements-ray.txt (CI installs it)")
 
-from psputil.book import cli
-
-from psputil.scale import executors
-
-from psputil.experiments import runs as experiments
-
-from psputil.scale import sweep
+from psputil.book import cli  # noqa: E402
+from psputil.experiments import runs, setups, units  # noqa: E402
+from psputil.scale import context, executors, sweep  # noqa: E402
 from psputil.store import RunStore  # noqa: E402
 
-SETUP = experiments.setup("lenet300-mnist", "smoke")
-MILESTONE = 30.0  # the smoke setup's milestone
+SETUP = setups.setup("lenet300-mnist", "smoke")
+MILESTONE = 30.0  # a smoke milestone
+
+
+def ctx_for(store, executor=None):
+    return context.Context(store, context.devices.resolve("cpu"), executor or executors.InProcessExecutor())
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def ray_address():
 def lobster_store(tmp_path_factory):
     """A store holding the smoke LOBSTER run (G's masks), computed once."""
     store = RunStore(tmp_path_factory.mktemp("lobster"))
-    experiments.lobster_run(SETUP, 0, store, device="cpu")
+    runs.lobster(ctx_for(store), [SETUP.lobster_run(0)])
     return store
 
 
@@ -83,41 +83,38 @@ def test_ray_sweep_equals_in_process_bit_for_bit(ray_address, lobster_store, tmp
     reference_store = _store_with_lobster(lobster_store, tmp_path / "in-process")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # Ray runs each 1-CPU unit with one torch thread; float sums depend on it
+    controls = [SETUP.control_run(0, MILESTONE, kind, seed) for kind in ("lottery", "reinit", "random")
+                for seed in seeds]
     try:
-        reference = experiments.controls(SETUP, seeds=seeds, store=reference_store, device="cpu")
+        reference = runs.controls(ctx_for(reference_store), controls)
     finally:
         torch.set_num_threads(threads)
     ray_store = _store_with_lobster(lobster_store, tmp_path / "ray")
     with executors.RayExecutor(ray_address) as executor:
         assert executor.workers == 2 and executor.gpus == 0
-        on_ray = experiments.controls(SETUP, seeds=seeds, store=ray_store, device="cpu", executor=executor)
+        on_ray = runs.controls(ctx_for(ray_store, executor), controls)
     assert ray.is_initialized(), "an executor must not shut down a Ray instance it did not start"
-    assert on_ray == reference
-    runs = [experiments.ControlRun(SETUP, kind, MILESTONE, seed) for kind in ("lottery", "reinit", "random")
-            for seed in seeds]
-    for ours, theirs, run in zip(sweep.results(runs, "control", ray_store),
-                                 sweep.results(runs, "control", reference_store), runs):
+    for ours, theirs, run in zip(on_ray, reference, controls):
         _assert_same(ours, theirs, f"{run.kind} seed {run.seed}")
-    first, second = sweep.results(runs[2:4], "control", ray_store)  # reinit seeds 0 and 1
+    first, second = sweep.results(controls[2:4], "control", ray_store)  # reinit seeds 0 and 1
     assert not torch.equal(first["state"]["fc1.weight"], second["state"]["fc1.weight"]), "seeds must differ"
 
 
 DRIVER = textwrap.dedent("""
     import dataclasses, functools, json, sys
-    from psputil.scale import executors
-    from psputil.experiments import runs as experiments
-    from psputil.scale import sweep
-    from psputil.store import RunStore
+    from psputil.experiments import runs, setups, units
+    from psputil.scale import context, executors, sweep
 
-    address, root, epochs, units = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    setup = experiments.setup("lenet300-mnist", "smoke")
-    store = RunStore(root)
-    checkpoint, _ = experiments.g_checkpoint(setup, 30.0, store=store, device="cpu")
+    address, root, epochs, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    setup = setups.setup("lenet300-mnist", "smoke")
     slow = dataclasses.replace(setup, train=dataclasses.replace(setup.train, epochs=epochs))
-    runs = [experiments.ControlRun(slow, "reinit", 30.0, seed) for seed in range(units)]
-    fn = functools.partial(experiments.compute_control, g_mask=checkpoint["mask"], device="cpu")
+    controls = [slow.control_run(0, 30.0, "reinit", seed) for seed in range(count)]
     with executors.RayExecutor(address) as executor:
-        report = sweep.run(fn, runs, "control", store, executor, resources=experiments.resources, progress=False)
+        ctx = context.make(store=root, device="cpu")
+        ctx.executor = executor
+        checkpoint, _ = runs.level(ctx, setup.lobster_run(0), 30.0)
+        fn = functools.partial(units.compute_control, g_mask=checkpoint["mask"], device="cpu")
+        report = sweep.run(fn, controls, "control", ctx, resources=units.resources)
     print(json.dumps({"cached": report.cached, "computed": report.computed, "failures": len(report.failures)}))
 """)
 
@@ -151,14 +148,14 @@ def test_killed_driver_restarts_with_only_the_missing_units(ray_address, lobster
 
 def test_failing_unit_is_reported_with_its_hyperparameters_and_the_rest_goes_on(ray_address, lobster_store, tmp_path):
     store = _store_with_lobster(lobster_store, tmp_path)
-    checkpoint, _ = experiments.g_checkpoint(SETUP, MILESTONE, store=store, device="cpu")
+    checkpoint, _ = runs.level(ctx_for(store), SETUP.lobster_run(0), MILESTONE)
     exploding = dataclasses.replace(SETUP, train=dataclasses.replace(SETUP.train, lr=1e6))
-    good = [experiments.ControlRun(SETUP, "lottery", MILESTONE, seed) for seed in (0, 1)]
-    bad = experiments.ControlRun(exploding, "lottery", MILESTONE, 0)
-    fn = functools.partial(experiments.compute_control, g_mask=checkpoint["mask"], device="cpu")
+    good = [SETUP.control_run(0, MILESTONE, "lottery", seed) for seed in (0, 1)]
+    bad = exploding.control_run(0, MILESTONE, "lottery", 0)
+    fn = functools.partial(units.compute_control, g_mask=checkpoint["mask"], device="cpu")
     with executors.RayExecutor(ray_address) as executor:
-        report = sweep.run(fn, [good[0], bad, good[1]], "control", store, executor, experiments.resources,
-                           retries=1, progress=False)
+        report = sweep.run(fn, [good[0], bad, good[1]], "control", ctx_for(store, executor), units.resources,
+                           retries=1)
     assert report.computed == 2 and len(report.failures) == 1
     failure = report.failures[0]
     assert failure.config == bad and failure.attempts == 2
@@ -171,41 +168,39 @@ def test_failing_unit_is_reported_with_its_hyperparameters_and_the_rest_goes_on(
 
 
 def test_resources_ask_for_a_gpu_share_and_fall_back_to_cpus(ray_address):
-    lenet = experiments.ControlRun(SETUP, "lottery", MILESTONE)
-    resnet = experiments.ControlRun(experiments.setup("resnet32-cifar10", "smoke"), "lottery", MILESTONE)
-    assert experiments.resources(lenet) == {"num_cpus": 1, "num_gpus": 0.25}
-    assert experiments.resources(resnet) == {"num_cpus": 1, "num_gpus": 1.0}
+    lenet = SETUP.control_run(0, MILESTONE, "lottery", 0)
+    resnet = setups.setup("resnet32-cifar10", "smoke").control_run(0, MILESTONE, "lottery", 0)
+    assert units.resources(lenet) == {"num_cpus": 1, "num_gpus": 0.25}
+    assert units.resources(resnet) == {"num_cpus": 1, "num_gpus": 1.0}
     with executors.RayExecutor(ray_address) as executor:
-        assert executor.options(resnet, experiments.resources) == {"num_cpus": 1}  # this cluster has no GPU
+        assert executor.options(resnet, units.resources) == {"num_cpus": 1}  # this cluster has no GPU
         executor.gpus = 1.0
-        assert executor.options(lenet, experiments.resources) == {"num_cpus": 1, "num_gpus": 0.25}
+        assert executor.options(lenet, units.resources) == {"num_cpus": 1, "num_gpus": 0.25}
         assert executor.options(lenet) == {"num_cpus": 1}
 
 
 def test_reproduce_with_ray_and_no_address_hands_the_notebooks_one_instance(ray_address, monkeypatch):
     calls = []
-    monkeypatch.setattr(cli, "toc_notebooks", lambda: ["a", "b"])
-    monkeypatch.setattr(cli, "parameter_files", lambda profile, name: [])
+    monkeypatch.setattr(cli, "toc_notebooks", lambda: ["section5_1", "transfer"])
     monkeypatch.setattr(cli, "execute", lambda name, profile, device, **kw: calls.append((name, kw)))
-    monkeypatch.setattr(cli, "mirror", lambda: None)
-    monkeypatch.setattr(cli, "_profile_of", lambda notebook: "smoke")
+    monkeypatch.setattr(cli, "mirror", lambda *args: None)
     assert cli.main(["reproduce", "--profile", "smoke", "--no-build", "--executor", "ray", "--workers", "2"]) == 0
-    assert calls == [(name, {"executor": "ray", "workers": 2, "ray_address": ray_address}) for name in ("a", "b")]
+    assert calls == [(name, {"executor": "ray", "workers": 2, "ray_address": ray_address, "download": False})
+                     for name in ("section5_1", "transfer")]
     assert ray.is_initialized()
 
 
 def test_oneshot_runs_of_several_seeds_on_ray_equal_the_in_process_ones(ray_address, tmp_path):
+    oneshots = [SETUP.oneshot_run(seed, 50.0) for seed in (0, 1)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = [experiments.oneshot_run(SETUP, 50.0, seed, tmp_path / "in-process", device="cpu")
-                     for seed in (0, 1)]
+        reference = runs.oneshot_runs(ctx_for(RunStore(tmp_path / "in-process")), oneshots)
     finally:
         torch.set_num_threads(threads)
     with executors.RayExecutor(ray_address) as executor:
-        on_ray = experiments.oneshot_runs(SETUP, [50.0], (0, 1), tmp_path / "ray", device="cpu", executor=executor)
-    assert list(on_ray) == [(50.0, 0), (50.0, 1)]
-    for seed, theirs in enumerate(reference):
-        _assert_same(on_ray[(50.0, seed)], theirs, f"1-S seed {seed}")
-    dense = RunStore(tmp_path / "ray").load("dense", experiments.DenseRun(SETUP, 1), "result")
-    _assert_same(dense, RunStore(tmp_path / "in-process").load("dense", experiments.DenseRun(SETUP, 1), "result"))
+        on_ray = runs.oneshot_runs(ctx_for(RunStore(tmp_path / "ray"), executor), oneshots)
+    for seed, (ours, theirs) in enumerate(zip(on_ray, reference)):
+        _assert_same(ours, theirs, f"1-S seed {seed}")
+    dense = RunStore(tmp_path / "ray").load("dense", SETUP.dense_run(1), "result")
+    _assert_same(dense, RunStore(tmp_path / "in-process").load("dense", SETUP.dense_run(1), "result"))

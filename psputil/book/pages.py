@@ -15,9 +15,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 
-from psputil.book.blocks import (  # noqa: F401 (re-exported for the notebooks)
-    VERDICT_TEXT, Block, ClaimRow, claims_table, missing_data_note, note,
-)
+from psputil.book.blocks import missing_data_note, note
 
 PROFILES = ("smoke", "quick", "paper")
 

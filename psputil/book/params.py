@@ -54,11 +54,10 @@ class Parameter:
 
 
 def available_devices():
-    """The devices this machine's torch can use: auto, cpu, and cuda, cuda:0 .. cuda:N-1 when present."""
-    import torch  # only here: the common checks stay torch-free
+    """The devices this machine's torch can use (``devices.available``; imported here, so other checks stay torch-free)."""
+    from psputil import devices
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return ("auto", "cpu") + (("cuda",) + tuple(f"cuda:{i}" for i in range(count)) if count else ())
+    return devices.available()
 
 
 def check_device(name, value):

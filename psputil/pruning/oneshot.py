@@ -11,7 +11,7 @@ Every function works on copies: the caller's model is never changed.
 import copy
 import math
 
-from psputil import pruning
+from psputil import checks, pruning
 from psputil.train import Hook, evaluate, fit
 
 CONTROL_KINDS = ("lottery", "reinit", "random")
@@ -100,8 +100,7 @@ def one_shot(model, data, config, target, seed=0, rewind_iteration=0, device="au
     Returns:
         dict as ``retrain`` plus "dense" (the ``train_dense`` result without its states).
     """
-    if not 0 <= target < 100:
-        raise ValueError(f"target sparsity must be a percentage in [0, 100), got {target}")
+    checks.number("target", target, 0, 100, high_open=True)
     dense = train_dense(model, data, config, seed, rewind_iteration, device, progress)
     start, mask = prune_and_rewind(model, dense["state"], dense["rewind_state"], target)
     result = retrain(start, data, config, mask, seed, device, progress)
