@@ -1,20 +1,23 @@
-"""Transfer chapter: linear probes, masked fine-tuning, rank statistics, the verdict, the notebook (smoke)."""
+"""Transfer chapter: linear probes, masked fine-tuning, the units and their driver, the notebook (smoke).
+
+The statistics (rank correlation, clustered bootstrap, C6) are tested in tests/test_transfer_analysis.py.
+"""
 
 import copy
 import dataclasses
 
-import numpy as np
+import os
+
 import pytest
-import scipy.stats
 import torch
 from torch import nn
 
-from psputil import data, models, pruning, rank_stats
-
-from psputil.transfer import probe
-
-from psputil.transfer import units as transfer
+from psputil import data, models, pruning, store
 from psputil.data import DataConfig, DataSplits, TensorSplit
+from psputil.experiments import analysis, setups
+from psputil.scale import context
+from psputil.transfer import probe, study
+from psputil.transfer import units as transfer
 
 
 def _random_splits(shape=(1, 28, 28), n=(200, 50, 100), seed=0):
@@ -87,75 +90,67 @@ def test_cheap_layers_leave_out_lenet5_first_layer():
     assert transfer._cheap_layers(model, torch.zeros(2, 1, 28, 28), None) == ["relu1", "relu2", "relu3"]
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_spearman_matches_scipy(seed):
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(3, 40))
-    x = rng.integers(0, 6, n).astype(float) if seed % 2 else rng.normal(size=n)  # odd seeds: many ties
-    y = 0.5 * x + rng.normal(size=n)
-    assert rank_stats.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
-    np.testing.assert_allclose(rank_stats.rankdata(x), scipy.stats.rankdata(x))
-
-
-def test_bootstrap_interval_and_strata():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=60)
-    y = x + 0.5 * rng.normal(size=60)
-    groups = np.repeat(["a", "b"], 30)
-    y[30:] += 100  # another scale in group b: stratification must not care
-    r = rank_stats.bootstrap_spearman(x, y, groups, resamples=500, seed=1)
-    expected = np.mean([scipy.stats.spearmanr(x[:30], y[:30]).statistic, scipy.stats.spearmanr(x[30:], y[30:]).statistic])
-    assert r.rho == pytest.approx(expected) and r.groups == 2 and r.n == 60
-    assert r.low < r.rho < r.high and r.low > 0 and r.excludes_zero() == 1
-    assert r == rank_stats.bootstrap_spearman(x, y, groups, resamples=500, seed=1)  # seeded
-    with pytest.raises(ValueError, match="at least 3"):
-        rank_stats.bootstrap_spearman([1, 2, 3, 4], [1, 2, 3, 4], ["a", "a", "b", "b"])
-    assert np.isnan(rank_stats.spearman([1, 1, 1], [1, 2, 3]))
-
-
-def _rows(sign):
-    """Synthetic result rows: two pairs, accuracy = sign * entropy + noise, G ahead of 1-S when sign > 0."""
-    rows, rng = [], np.random.default_rng(0)
-    for pair, offset in (("lenet5-mnist", 0.0), ("lenet5-fashion", 20.0)):
-        for i, kind in enumerate(["dense", "G", "1-S", "reinit", "random"] * 2):
-            h = float(i) + (3.0 if kind == "G" else 0.0)
-            rows.append({"setup": pair, "target": "t", "kind": kind, "rate": None if kind == "dense" else 80.0,
-                         "seed": i // 5, "sparsity": 80.0, "probe_accuracy": offset + sign * h + 0.01 * rng.normal(),
-                         "finetune_accuracy": float("nan"), "entropy1_source": h, "entropy2_source": h,
-                         "entropy1_target": h, "entropy2_target": h})
-    return rows
-
-
-def test_verdict_is_computed_from_the_numbers():
-    good = transfer.conjecture(_rows(+1), resamples=300)
-    assert good["verdict"] is True and good["g_minus_1s"] > 0 and "holds in our runs" in good["statement"]
-    bad = transfer.conjecture(_rows(-1), resamples=300)
-    assert bad["verdict"] is False and "does not hold" in bad["statement"]
-    row = transfer.claim_row(_rows(+1), "quick", resamples=300)
-    assert row.id == "C6" and row.verdict is True and "rho" in row.numbers and row.seeds == [0, 1]
-    assert transfer.claim_row(_rows(+1)[:2], resamples=50).verdict is None  # too few sources
-    table = transfer.table(_rows(+1))
-    assert "transfer-table" in table._repr_html_() and table.markdown.count("\n") == 1 + 10  # head + 10 groups
-
-
 def test_bad_pairs_and_missing_target(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no adapter"):
-        transfer.check_pair(transfer.experiment_setup("resnet32-cifar10", "smoke"), "mnist-5k")
+        transfer.check_pair("resnet32", "mnist-5k")
     with pytest.raises(ValueError, match="valid targets: mnist-5k, mnist, fashion-mnist"):
-        transfer.check_pair(transfer.experiment_setup("lenet5/fashion-mnist", "smoke"), DataConfig("cifar10"))
-    with pytest.raises(ValueError, match="unknown target"):
-        transfer.target_config("svhn")
-    with pytest.raises(ValueError, match="milestone"):
-        transfer.Source(transfer.experiment_setup("lenet300-mnist", "smoke"), "G")
+        transfer.check_pair("lenet5", "cifar10")
+    with pytest.raises(ValueError, match="target data set"):
+        study.target_config("svhn")
+    smoke = setups.setup("lenet300-mnist", "smoke")
+    with pytest.raises(ValueError, match="needs an origin of type Pair"):
+        transfer.Source("G", smoke.model, smoke.data)
     with pytest.raises(ValueError, match="unknown source kind"):
-        transfer.Source(transfer.experiment_setup("lenet300-mnist", "smoke"), "lottery", 50.0)
-    assert transfer.default_pairs(["lenet5-fashion", "resnet32-cifar10"], "smoke") == (
+        transfer.Source("lottery", smoke.model, smoke.data, analysis.pair(smoke, 30.0, 0))
+    assert study.default_pairs(["lenet5-fashion", "resnet32-cifar10"], "smoke") == (
         [("lenet5-fashion", "mnist-5k")], ["resnet32-cifar10"])
     monkeypatch.setenv("PSPUTIL_DATA", str(tmp_path / "nothing"))
-    setup = transfer.experiment_setup("lenet300-mnist", "smoke")
+    ctx = context.make(store=tmp_path / "store", device="cpu")
     with pytest.raises(FileNotFoundError, match="'mnist' not found"):  # before any training
-        transfer.run_pair(setup, DataConfig("mnist"), store=tmp_path / "store", device="cpu")
+        study.run_pair(ctx, smoke, DataConfig("mnist"), [30.0], [0])
     assert not (tmp_path / "store").exists()
+
+
+def test_sources_are_paired_by_seed_and_keyed_by_their_stage_configs():
+    smoke = setups.setup("lenet300-mnist", "smoke")
+    chosen = study.sources(smoke, [30.0], [0, 1])
+    assert [s.kind for s in chosen] == ["init", "dense", "G", "1-S", "reinit", "random"] * 2
+    for source in chosen[6:]:  # seed 1: its own LOBSTER run, dense run and init
+        origin = source.origin
+        seed = source.seed if source.kind == "init" else getattr(getattr(origin, "lobster", origin), "seed")
+        assert seed == 1, source
+    run = transfer.TransferRun(chosen[2], DataConfig("fashion-mnist"), probe.PROBE, 0, 1000, 4096)
+    fields = store.describe(run)["fields"]
+    assert {"probe", "seed", "entropy_samples", "order2_max_neurons"} <= set(fields)
+    assert fields["source"]["fields"]["origin"]["type"] == "Pair"  # G is named by its LOBSTER run and rate
+    other = dataclasses.replace(run, probe=dataclasses.replace(probe.PROBE, lr=0.01))
+    assert store.key(run) != store.key(other)
+
+
+def test_a_transfer_unit_on_a_pool_worker_with_an_empty_store_writes_nothing_there(tmp_path):
+    smoke = setups.setup("lenet300-mnist", "smoke")
+    source = transfer.Source("init", smoke.model, smoke.data, seed=0)
+    run = transfer.TransferRun(source, DataConfig("mnist-5k", train_size=300, test_size=100),
+                               dataclasses.replace(probe.PROBE, epochs=1), 0, 100, 4096)
+    model = models.build(smoke.model, seed=0)
+    empty = tmp_path / "empty-store"
+    empty.mkdir()
+    ctx = context.make(store=empty, device="cpu", executor="process-pool", workers=1)
+    try:
+        [outcome] = list(ctx.executor.run(_unit_in_store, [(run, model.state_dict(), pruning.full_mask(model),
+                                                             str(empty))]))
+    finally:
+        ctx.close()
+    assert outcome.ok, outcome.error
+    assert int(outcome.worker.rsplit(":", 1)[1]) != os.getpid()
+    assert 0 <= outcome.result["probe_accuracy"] <= 100
+    assert list(empty.iterdir()) == []
+
+
+def _unit_in_store(item):
+    run, state, mask, root = item
+    os.environ["PSPUTIL_STORE"] = root  # a unit that wrote to "the store" would write here
+    return transfer.compute_transfer(run, state, mask, "cpu")
 
 
 def _fashion_available():
@@ -173,21 +168,9 @@ def test_chapter_runs_under_papermill_with_the_smoke_profile(tmp_path_factory):
 
     _, executed, _ = build_smoke_book(tmp_path_factory.mktemp("smoke-book"))
     nb = nbformat.read(executed / "transfer.ipynb", as_version=4)
-    assert nb.metadata["papermill"]["parameters"]["finetune_epochs"] == 1  # smoke/transfer.yaml was applied
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs if "data" in o)
     assert "transfer-table" in html and "lenet300-mnist -&gt; fashion-mnist" in html
-    assert "<td>C6</td>" in html and "About this run" in html
+    assert "C6" in html and "About this run" in html
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)  # the slider
-
-
-def test_the_probe_settings_always_enter_the_run_key():
-    from psputil import store
-
-    source = transfer.Source(transfer.experiment_setup("lenet300-mnist", "smoke"), "dense")
-    run = transfer.TransferRun(source, DataConfig("fashion-mnist"), probe.PROBE, 0, 1000, 4096)
-    fields = store.describe(run)["fields"]
-    assert {"probe", "seed", "entropy_samples", "order2_max_neurons"} <= set(fields)  # even at their usual values
-    other = dataclasses.replace(run, probe=dataclasses.replace(probe.PROBE, lr=0.01))
-    assert store.key(run) != store.key(other)
