@@ -246,6 +246,34 @@ class DataSplits:
         )
 
 
+def fingerprint(splits):
+    """What the experiments saw of a data set: its name, split sizes and a checksum of the split tensors.
+
+    The checksum is the SHA-256 of the shapes, dtypes and bytes of the training, validation and
+    test images and labels (on the CPU, in that order), as the first 16 hex digits: two runs
+    share it exactly when they trained and tested on the same normalised tensors.
+
+    Args:
+        splits: ``DataSplits`` (``load``'s result).
+
+    Returns:
+        dict with "name", "train", "valid", "test" (sample counts), "size" (their sum) and
+        "checksum" (16 hex digits).
+    """
+    if not isinstance(splits, DataSplits):
+        raise ValueError(f"fingerprint needs the DataSplits that data.load returns, got {type(splits).__name__}")
+    digest = hashlib.sha256()
+    sizes = {}
+    for part in ("train", "valid", "test"):
+        split = getattr(splits, part)
+        sizes[part] = len(split)
+        for tensor in (split.images, split.labels):
+            array = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{part}:{tuple(array.shape)}:{array.dtype};".encode())
+            digest.update(array.numpy().tobytes())
+    return {"name": splits.config.name, **sizes, "size": sum(sizes.values()), "checksum": digest.hexdigest()[:16]}
+
+
 def crop_flip(images, generator=None, *, dataset, padding=4):
     """CIFAR augmentation of a batch: random crop after padding by `padding` pixels, random horizontal flip.
 

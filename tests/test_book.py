@@ -1,4 +1,7 @@
-"""The book's support code: rate sliders, notes, claims, the reproduce CLI, and a small book built with -W."""
+"""The book's support code: rate sliders, notes, the reproduce CLI, the toc, and a small book built with -W.
+
+The shared setup of the notebooks (``pages.start``, ``Page``) and provenance: ``test_pages.py``.
+"""
 
 import base64
 import json
@@ -87,6 +90,9 @@ def test_rate_slider_links_slider_index_to_stack():
     assert link.source == (slider, "index") and link.target == (stack, "selected_index")
     assert slider.index == 0 and stack.selected_index == 0
     assert plt.get_fignums() == []  # rendered figures are closed, so they are not shown twice
+    # what a screen reader announces (copied to the handle's aria-label in the book: test_browser_pages.py)
+    assert slider.description_allow_html is False and slider.tooltip == "pruned: compression rate of the figure below"
+    assert book.rate_slider({50: b"a"}, description="milestone", label="G milestone").slider.tooltip == "G milestone"
 
 
 def test_rate_slider_rejects_bad_input():
@@ -96,6 +102,8 @@ def test_rate_slider_rejects_bad_input():
         book.rate_slider({50: b"a", "50.00 %": b"b"})
     with pytest.raises(ValueError, match="matplotlib Figure, PNG bytes or an HTML string"):
         book.rate_slider({50: 3.0})
+    with pytest.raises(ValueError, match="description must be non-empty text"):
+        book.rate_slider({50: b"a"}, description="")
 
 
 # --- notes, claims, run info --------------------------------------------------------
@@ -113,35 +121,10 @@ def test_missing_data_note_lists_how_to_get_the_data(tmp_path):
     assert note._repr_markdown_().startswith("```{admonition} Data missing")
 
 
-def test_claims_table_renders_computed_verdicts():
-    table = book.claims_table([
-        book.ClaimRow("C1", "G <b> 1-S", True, "1.2 vs 3.4", [0, 1], "smoke"),
-        {"id": "C2", "claim": "x|y", "verdict": None, "numbers": "", "seeds": 3, "profile": "smoke"},
-    ])
-    html = table._repr_html_()
-    assert html.count("<tr") == 3 and "G &lt;b&gt; 1-S" in html
-    assert "<td>supported</td>" in html and "<td>not computed</td>" in html and "<td>0, 1</td>" in html
-    assert "x\\|y" in table._repr_markdown_()
-    with pytest.raises(ValueError, match="verdict must be True, False or None"):
-        book.claims_table([book.ClaimRow("C3", "c", "yes")])
-
-
-def test_run_info_records_device_versions_profile_and_wall_time():
-    import torch
-
-    run = book.start_run("smoke", "cpu")
-    assert run.device == torch.device("cpu")
-    html = book.run_info(run, extra={"seeds": [0]})._repr_html_()
-    for text in ("profile: <code>smoke</code>", "device: <code>cpu", f"torch: <code>{torch.__version__}", "wall time", "seeds"):
-        assert text in html
-    with pytest.raises(ValueError, match="valid profiles: smoke, quick, paper"):
-        book.start_run("fast")
-
-
 def test_parse_setup():
-    from psputil.experiments import runs as experiments
+    from psputil.experiments import setups
 
-    assert book.parse_setup("lenet5-fashion") == experiments.setup("lenet5-fashion", "quick")
+    assert book.parse_setup("lenet5-fashion") == setups.setup("lenet5-fashion", "quick")
     assert book.parse_setup("lenet5-mnist", "smoke").data.name == "mnist-5k"
     assert book.parse_setup("lenet5-mnist", "paper").data.name == "mnist"
     with pytest.raises(ValueError, match="lenet300-mnist"):
@@ -155,26 +138,20 @@ def test_rate_slider_starts_at_the_selected_figure():
         book.rate_slider({50: b"a"}, selected=1)
 
 
-def test_available_setups_notes_missing_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("PSPUTIL_DATA", str(tmp_path))
-    found, missing = book.available_setups(["lenet300-mnist", "resnet32-cifar10"], "quick")
-    assert list(found) == ["lenet300-mnist"] and list(missing) == ["resnet32-cifar10"]
-    assert "resnet32-cifar10 skipped" in missing["resnet32-cifar10"]._repr_html_()
-
-
 # --- profiles and the CLI -----------------------------------------------------------
 
 
-def test_profiles_share_the_common_keys():
-    keys = {"profile", "device", "seeds", "setups", "rates", "download", "executor", "workers", "ray_address"}
+def test_profiles_hold_every_parameter():
+    from psputil.book import params
+
     for profile in book.PROFILES:
         values = cli.parameters(profile)
-        assert set(values) >= keys and values["profile"] == profile
-        assert all(isinstance(s, int) for s in values["seeds"])
-        for setup in values["setups"]:
+        assert set(values) == set(params.ALL) and values["profile"] == profile
+        assert all(isinstance(s, int) for s in values["seeds"] + values["control_seeds"])
+        for setup in values["setups"] + [values["landscape_setup"]]:
             book.parse_setup(setup, profile)
         assert values["rates"] is None or all(isinstance(r, float) for r in values["rates"])
-    with pytest.raises(ValueError, match="valid profiles"):
+    with pytest.raises(ValueError, match="valid profiles|unknown profile"):
         cli.parameters("huge")
 
 
@@ -189,7 +166,7 @@ def test_cli_argument_errors(args, message):
     assert result.returncode == 2 and message in result.stderr
 
 
-def test_committed_notebooks_have_no_outputs():
+def test_committed_notebooks_have_no_outputs_and_hide_their_parameters():
     notebooks = list((REPO / "book").rglob("*.ipynb")) + [DEMO]
     for path in notebooks:
         if "_build" in path.parts or ".ipynb_checkpoints" in path.parts:
@@ -200,22 +177,23 @@ def test_committed_notebooks_have_no_outputs():
         assert "widgets" not in nb.metadata, f"{path} carries widget state"
         tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{path} needs exactly one cell tagged 'parameters'"
+        assert {"remove-cell", "hide-cell"} & set(tagged[0].metadata["tags"]), f"{path}: hide the parameters cell"
 
 
-def test_parameters_cells_default_to_the_quick_profile():
-    quick = cli.parameters("quick")
-    for path in [*sorted((REPO / "book").glob("*.ipynb")), DEMO]:
-        nb = nbformat.read(path, as_version=4)
-        cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
-        defaults = {}
-        exec(cell.source, {}, defaults)  # a parameters cell is plain assignments
-        assert {k: defaults.get(k) for k in quick} == quick, f"{path}: parameters cell differs from quick.yaml"
+def test_demo_parameters_cell_holds_the_quick_values():
+    from psputil.book import params
+
+    defaults = {}
+    exec(next(c for c in nbformat.read(DEMO, as_version=4).cells if "parameters" in c.metadata.get("tags", [])).source,
+         {}, defaults)
+    assert defaults == cli.parameters("quick", "section5_1") and tuple(defaults) == params.NOTEBOOKS["section5_1"]
 
 
 def test_toc_notebooks_are_the_book_notebooks():
     listed = cli.toc_notebooks()
     on_disk = sorted(p.stem for p in (REPO / "book").glob("*.ipynb"))
     assert sorted(listed) == on_disk
+    assert listed[0] == "methods"  # the methods page comes right after the introduction
 
 
 def test_widget_fetch_without_npm_falls_back(tmp_path):
@@ -251,7 +229,9 @@ def test_demo_book_has_widget_state_figures_and_local_js(demo_html):
     if widgets_js.is_fetched(widgets_js.MATHJAX_TARGET, widgets_js.MATHJAX_VERSION, "mathjax"):
         intro = (demo_html / "intro.html").read_text()  # MathJax is loaded on pages with math only
         assert "_static/mathjax/tex-mml-chtml.js" in intro and "cdn.jsdelivr" not in intro
-    assert "Data missing: resnet32/cifar10 skipped" in page and "claims-table" in page and "About this run" in page
+    assert "Data missing: resnet32/cifar10 skipped" in page and "psp-claims" in page and "About this run" in page
+    caption = re.search(r'<div class="psp-caption".*?</div>', page, re.S).group(0)
+    assert "Figure 1:" in caption and "commit " in caption and "runs lobster/" in caption and "checksum" in caption
     assert page.count("THEBE_JS_URL =") <= 1
     assert (demo_html / "references.html").is_file()
     executed = nbformat.read(demo_html.parents[1] / "executed" / "widget_demo.ipynb", as_version=4)

@@ -1,4 +1,5 @@
-"""Issue 14, CLI and build: devices, parameter files, notebook names, printed commands, per-profile builds, widget JS."""
+"""CLI and build: devices, the parameter file of a profile, notebook names, printed commands, per-profile builds,
+widget JS."""
 
 import io
 import shlex
@@ -10,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from psputil import paths
-from psputil.book import cli, widgets_js
+from psputil.book import cli, params, widgets_js
 
 REPO = paths.REPO_ROOT
 
@@ -33,7 +34,7 @@ def test_only_devices_this_torch_can_use(capsys, device):
 
 def test_notebook_names_are_checked_by_the_function(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "BUILD", tmp_path / "_build")
-    for notebooks, message in ((["../../x"], "unknown notebook(s) ../../x; the toc's notebooks: section5_1"),
+    for notebooks, message in ((["../../x"], "unknown notebook(s) ../../x; the toc's notebooks: methods, section5_1"),
                                ("section5_1", "notebooks must be a list of names")):
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             cli.reproduce("smoke", notebooks=notebooks, out=lambda line: None)
@@ -57,24 +58,38 @@ def test_unknown_key_in_a_parameter_file_is_an_error_naming_file_and_valid_keys(
     with pytest.raises(ValueError) as caught:
         cli.parameters("smoke", "section5_1", book / "params")
     message = str(caught.value)
-    assert "smoke.yaml: unknown parameter(s) 'sedes' (did you mean 'seeds'?)" in message
-    assert "valid: profile, device, seeds, setups" in message
+    assert "smoke.yaml: unknown parameter(s) 'sedes' (did you mean 'seeds'?) for the notebooks" in message
+    assert "valid: profile, device, download, executor" in message
     with pytest.raises(ValueError, match="sedes"):  # before papermill starts a kernel: nothing is written
         cli.execute("section5_1", "smoke", book=book, executed=tmp_path / "executed")
     assert not (tmp_path / "executed").exists()
-    monkeypatch.setattr(cli, "parameter_files", lambda profile, notebook, params=None: [book / "params" / "smoke.yaml"])
+    monkeypatch.setattr(cli, "BOOK", book)
+    monkeypatch.setattr(cli, "parameters", lambda profile, notebook=None, params=None, _real=cli.parameters:
+                        _real(profile, notebook, book / "params"))
     assert "unknown parameter(s) 'sedes'" in _cli_error(capsys, ["reproduce", "--profile", "smoke", "--no-build"])
 
 
 def test_bad_values_in_a_parameter_file_are_refused(tmp_path):
     book = _book_with(tmp_path, "")
     path = book / "params" / "smoke.yaml"
-    path.write_text(path.read_text().replace("seeds: [0]", "seeds: 0"))
+    path.write_text(path.read_text().replace("seeds: [0, 1]", "seeds: 0"))
     with pytest.raises(ValueError, match="smoke.yaml: parameter seeds = 0 is not valid"):
         cli.parameters("smoke", "section5_1", book / "params")
+    with pytest.raises(ValueError, match="smoke.yaml: parameter seeds = 0 is not valid"):  # whichever notebook asks
+        cli.parameters("smoke", "methods", book / "params")
     path.write_text("- a list, not a mapping\n")
     with pytest.raises(ValueError, match="a parameter file must be a YAML mapping"):
         cli.parameters("smoke", "section5_1", book / "params")
+    path.unlink()
+    with pytest.raises(ValueError, match="smoke.yaml: no such parameter file"):
+        cli.parameters("smoke", "section5_1", book / "params")
+
+
+def test_a_notebook_receives_its_own_parameters_from_the_one_file():
+    every = cli.parameters("quick")
+    for notebook, names in params.NOTEBOOKS.items():
+        values, _ = cli.run_values(notebook, "quick")
+        assert set(values) == set(names) and all(values[k] == every[k] for k in names if k in every)
 
 
 # --- every printed command reproduces what it describes ---------------------------------------------
@@ -103,11 +118,14 @@ def test_printed_papermill_command_gets_the_same_parameters(monkeypatch, noteboo
     monkeypatch.chdir(REPO)
     output = f"_build/{profile}/executed/{notebook}.ipynb"
     command = cli.papermill_command(notebook, profile, output, **flags)
+    assert f" -f book/params/{profile}.yaml " in command and command.count(" -f ") == 1
     if "device" in flags:
         assert f"-p device {flags['device']}" in command
     seen = _papermill_sees(command, monkeypatch)
     values, _ = cli.run_values(notebook, profile, **flags)
-    assert seen["parameters"] == values
+    # the notebook's own parameters are exactly those reproduce passes; the file's others are ignored by it
+    assert {k: seen["parameters"][k] for k in values} == values
+    assert set(seen["parameters"]) - set(values) <= set(params.ALL) - set(params.NOTEBOOKS[notebook])
     assert (seen["input_path"], seen["output_path"]) == (f"book/{notebook}.ipynb", output)
     assert (seen["kernel_name"], seen["cwd"]) == (cli.KERNEL, "book")
 
@@ -148,7 +166,7 @@ def test_papermill_command_subcommand_prints_the_one_notebook_command(capsys, mo
     assert cli.main(["papermill-command", "--profile", "smoke", "--device", "cpu", "section5_2"]) == 0
     printed = capsys.readouterr().out.strip()
     assert printed == ("TQDM_DISABLE=1 papermill book/section5_2.ipynb section5_2-smoke.ipynb -f book/params/smoke.yaml "
-                       "-f book/params/smoke/section5_2.yaml -k python3 --cwd book -p device cpu")
+                       "-k python3 --cwd book -p device cpu")
     assert "unknown notebook(s) ../x" in _cli_error(capsys, ["papermill-command", "../x"])
 
 
@@ -222,7 +240,7 @@ def test_build_fails_without_the_widget_javascript_unless_cdn_opt_in(monkeypatch
     monkeypatch.setenv(widgets_js.CDN_OPT_IN, "1")
     config = _config()
     widgets_js._config_inited(None, config)
-    assert (config.nb_ipywidgets_js, config.mathjax_path, config.html_static_path) == ("cdn", "cdn", [])
+    assert (config.nb_ipywidgets_js, config.mathjax_path, config.html_static_path) == ("cdn", "cdn", [str(widgets_js.STATIC)])
 
 
 def test_build_serves_the_fetched_files(monkeypatch, tmp_path):
@@ -232,4 +250,4 @@ def test_build_serves_the_fetched_files(monkeypatch, tmp_path):
     config = _config()
     widgets_js._config_inited(None, config)
     assert config.nb_ipywidgets_js == {"x/embed.js": {}} and config.mathjax_path == "x/tex-mml-chtml.js"
-    assert config.html_static_path == [str(widgets_js.CACHE)]
+    assert config.html_static_path == [str(widgets_js.CACHE), str(widgets_js.STATIC)]

@@ -1,4 +1,5 @@
-"""Issue 14, notebook parameters: one schema (psputil.book.params), checked in well under a second, also under papermill."""
+"""Notebook parameters: one schema (psputil.book.params), one file per profile, checked in well under a second,
+also under papermill."""
 
 import dataclasses
 import subprocess
@@ -28,7 +29,7 @@ CHECK_NOTEBOOK = Path(__file__).parent / "data" / "params_check.ipynb"
                            "Valid: None, or a non-empty list of percentages in (0, 100)"]),
     ({"setups": "lenet300-mnist"}, ["setups must be a list of names", "got 'lenet300-mnist'",
                                     "-y 'setups: [\"lenet300-mnist\"]'"]),
-    ({"seeds": 0}, ["parameter seeds = 0 is not valid: seeds must be a list of integers >= 0", "-y 'seeds: [0, 1]'"]),
+    ({"seeds": 0}, ["parameter seeds = 0 is not valid: seeds must be a list of integers >= 0", "-y 'seeds: [0, 1, 2]'"]),
     ({"seeds": []}, ["seeds must hold at least one value, got an empty list"]),
     ({"grid_points": 5}, ["parameter grid_points = 5", "must be a list of integers", "-y 'grid_points: [9, 9]'"]),
     ({"grid_points": [8, 9]}, ["grid_points[0] = 8 points along a over [-0.5, 1.5] miss 0 and 1",
@@ -41,7 +42,10 @@ CHECK_NOTEBOOK = Path(__file__).parent / "data" / "params_check.ipynb"
                             "-p train_samples 1000"]),
     ({"setups": ["lenet9-mnist"]}, ["unknown setups 'lenet9-mnist'; valid: lenet300-mnist, lenet5-mnist"]),
     ({"landscape_setup": "lenet9"}, ["unknown setup 'lenet9'"]),
-    ({"sedes": [0]}, ["unknown parameter(s) 'sedes' (did you mean 'seeds'?) for notebook section5_2; valid: profile,"]),
+    ({"sedes": [0]}, ["unknown parameter(s) 'sedes' (did you mean 'seeds'?) for notebook conclusions; valid: profile,"]),
+    ({"seeds": [0, 1, 0]}, ["seeds must be distinct seeds, got 0 more than once"]),
+    ({"plane_rate": 100}, ["plane_rate must be a finite number in (0, 100), got 100", "-p plane_rate 95.0"]),
+    ({"plane_rate": "high"}, ["parameter plane_rate = 'high' is not valid"]),
     ({"device": "mps"}, ["unknown device 'mps'; valid here: auto, cpu"]),
     ({"executor": "dask"}, ["unknown executor 'dask'; valid: in-process, process-pool, ray"]),
     ({"workers": "2"}, ["workers must be an integer >= 1 or None, got '2'", "-p workers 2"]),
@@ -51,7 +55,7 @@ CHECK_NOTEBOOK = Path(__file__).parent / "data" / "params_check.ipynb"
 ])
 def test_bad_values_name_parameter_value_validity_and_papermill_syntax(values, fragments):
     with pytest.raises(ValueError) as caught:
-        params.check(values, "section5_2")
+        params.check(values, "conclusions")  # the notebook that takes every parameter but the run's
     for fragment in fragments:
         assert fragment in str(caught.value)
 
@@ -60,7 +64,8 @@ def test_bad_values_name_parameter_value_validity_and_papermill_syntax(values, f
     ({"pairs": "lenet5-mnist"}, "pairs must be None or a non-empty list of [source setup, target data set] pairs"),
     ({"pairs": [["lenet5-mnist"]]}, "pairs[0] must be a pair [source setup, target data set]"),
     ({"pairs": [["lenet5-mnist", "svhn"]]}, "unknown pairs[0] target data set 'svhn'"),
-    ({"lobster_seeds": 0}, "lobster_seeds must be a list of integers >= 0"),
+    ({"transfer_seeds": 0}, "transfer_seeds must be a list of integers >= 0"),
+    ({"seeds": [0, 1], "transfer_seeds": [2]}, "transfer_seeds = [2] is not valid: 2 not in seeds = [0, 1]"),
     ({"finetune_epochs": -1}, "finetune_epochs must be an integer >= 0, got -1"),
     ({"resamples": 1.5}, "resamples must be an integer >= 1, got 1.5"),
     ({"order2_max_neurons": 0}, "order2_max_neurons must be an integer >= 1, got 0"),
@@ -72,19 +77,40 @@ def test_transfer_parameters(values, fragment):
 
 
 def test_good_values_are_normalised_and_unknown_notebooks_refused():
-    out = params.check({"seeds": (0, 1), "rates": [80, 95], "workers": None, "grid_points": [17, 17]}, "conclusions")
-    assert out == {"seeds": [0, 1], "rates": [80.0, 95.0], "workers": None, "grid_points": [17, 17]}
-    assert params.check({"seeds": [1]}, None) == {"seeds": [1]}  # None: the parameters every notebook takes
-    with pytest.raises(ValueError, match="unknown parameter.*'grid_points'.*for the notebooks"):
-        params.check({"grid_points": [9, 9]}, None)
-    with pytest.raises(ValueError, match="unknown notebook 'section9'; the book's notebooks: section5_1"):
+    out = params.check({"seeds": (0, 1), "rates": [80, 95], "workers": None, "grid_points": [17, 17],
+                        "plane_rate": 99, "control_seeds": [0]}, "conclusions")
+    assert out == {"seeds": [0, 1], "rates": [80.0, 95.0], "workers": None, "grid_points": [17, 17],
+                   "plane_rate": 99.0, "control_seeds": [0]}
+    assert params.check({"seeds": [1], "grid_points": [9, 9]}, None) == {"seeds": [1], "grid_points": [9, 9]}
+    with pytest.raises(ValueError, match="unknown notebook 'section9'; the book's notebooks: methods, section5_1"):
         params.check({}, "section9")
+
+
+def test_other_notebooks_parameters_are_accepted_and_ignored_unknown_names_refused():
+    values = {"seeds": [0], "grid_points": [8, 8], "pairs": "not checked here"}  # 5.1 takes neither
+    assert params.check(values, "section5_1") == {"seeds": [0]}
+    with pytest.raises(ValueError) as caught:
+        params.check({**values, "sedes": [0]}, "section5_1")
+    message = str(caught.value)
+    assert "unknown parameter(s) 'sedes' (did you mean 'seeds'?) for notebook section5_1" in message
+    assert "a profile file may also hold the other notebooks' parameters (landscape_setup" in message
+    assert "did you mean 'plane_rate'" in str(pytest.raises(ValueError, params.check, {"plane_rat": 1}, "methods").value)
+
+
+def test_the_schema_covers_every_notebook_and_each_parameter_belongs_to_one():
+    used = {name for names in params.NOTEBOOKS.values() for name in names}
+    assert used == set(params.SCHEMA) == set(params.ALL)
+    for names in params.NOTEBOOKS.values():
+        assert names[:len(params.RUN)] == params.RUN and len(set(names)) == len(names)
+    assert params.NOTEBOOKS["methods"] == params.RUN
 
 
 def test_namespace_ignores_other_globals_and_reads_papermills_injected_names():
     namespace = {"__builtins__": {}, "np": np, "_ih": ["", "profile = 'quick'"]}
     namespace.update(cli.parameters("quick", "section5_1"))
     assert params.check(namespace, "section5_1")["profile"] == "quick"
+    namespace["_ih"].append("# Parameters\nseeds = [3]\ngrid_points = [9, 9]\n")  # another notebook's: ignored
+    assert params.check(namespace, "section5_1")["seeds"] == [0, 1, 2]
     namespace["_ih"].append("# Parameters\nseeds = [3]\nsedes = [0]\n")
     with pytest.raises(ValueError, match="unknown parameter.*'sedes' \\(did you mean 'seeds'\\?\\)"):
         params.check(namespace, "section5_1")
@@ -97,7 +123,8 @@ def test_namespace_ignores_other_globals_and_reads_papermills_injected_names():
 def test_check_is_fast_and_imports_no_torch():
     code = ("import sys, time; start = time.perf_counter(); from psputil.book import params; "
             "values = dict(profile='paper', seeds=[0, 1], setups=['lenet5-mnist'], rates=None, grid_points=[17, 17], "
-            "landscape_setup='resnet32-cifar10', entropy2_layers=['layer3.4.relu2'], pairs=None); "
+            "landscape_setup='resnet32-cifar10', entropy2_layers=['layer3.4.relu2'], pairs=None, plane_rate=None, "
+            "control_seeds=[0], transfer_seeds=[1]); "
             "params.check(values, 'conclusions'); "
             "print('torch' in sys.modules or 'scipy' in sys.modules, time.perf_counter() - start)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
@@ -117,12 +144,33 @@ def _parameters_cell(path):
 
 
 def test_every_book_notebook_has_a_schema_entry_matching_its_parameters_cell():
+    """Each notebook's parameters cell defines its own parameters, in schema order, with the quick file's values."""
+    quick = cli.parameters("quick")
     for name in cli.toc_notebooks():
         defaults = _parameters_cell(REPO / "book" / f"{name}.ipynb")
         assert tuple(defaults) == params.NOTEBOOKS[name], name
+        assert defaults == {k: quick[k] for k in params.NOTEBOOKS[name]}, f"{name}: parameters cell differs from quick.yaml"
         params.check(defaults, name)
         for profile in ("smoke", "quick", "paper"):
             params.check(cli.parameters(profile, name), name)
+
+
+def test_each_profile_file_holds_every_parameter_once():
+    import yaml
+
+    for profile in params.PROFILES:
+        path = REPO / "book" / "params" / f"{profile}.yaml"
+        keys = [line.split(":")[0] for line in path.read_text().splitlines() if line and line[0].isalpha()]
+        assert keys == list(params.ALL), f"{path.name}: every parameter once, in schema order"
+        values = yaml.safe_load(path.read_text())
+        assert params.check(values, None) and values["profile"] == profile
+        assert len(values["seeds"]) >= (3 if profile != "smoke" else 2)
+    assert sorted(p.name for p in (REPO / "book" / "params").iterdir()) == ["README.md", "paper.yaml", "quick.yaml",
+                                                                             "smoke.yaml"]
+    quick = cli.parameters("quick")
+    assert (quick["seeds"], quick["control_seeds"], quick["rates"], quick["plane_rate"]) == ([0, 1, 2], [0, 1], None, None)
+    smoke = cli.parameters("smoke")
+    assert smoke["seeds"] == [0, 1] and len(smoke["setups"]) == 1
 
 
 def test_copied_names_are_pinned_to_their_sources():

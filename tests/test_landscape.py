@@ -159,6 +159,71 @@ def test_psps_reach_metrics():
         assert maps["psp_sum"][0, j] == pytest.approx(expected, rel=1e-4)
 
 
+def pruned_pair(name="lenet300"):
+    """Two pruned models of one architecture and their masks (random, seeded, ~70 % pruned each)."""
+    out = []
+    for model, seed in zip(pair(name), (5, 6)):
+        g = torch.Generator().manual_seed(seed)
+        mask = {n: torch.rand(p.shape, generator=g) > 0.7 for n, p in model.named_parameters()}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.mul_(mask[n])
+        out.append((model, mask))
+    return out
+
+
+def test_masked_direction_stays_on_the_surviving_weights():
+    (g, g_mask), (s, s_mask) = pruned_pair()
+    union = landscape.union_mask(g_mask, s_mask)
+    assert all(torch.equal(union[n], g_mask[n] | s_mask[n]) for n in union)
+    plane = landscape.plane_through(g, s, seed=3, mask=union)
+    full = landscape.plane_through(g, s, seed=3)
+    assert plane.masked and not full.masked
+    u, v = flat(plane.u), flat(plane.v)
+    outside = ~torch.cat([union[n].reshape(-1) for n in plane.v])
+    assert outside.sum() > 0 and v[outside].abs().max().item() == 0.0
+    assert flat(full.v)[outside].abs().max().item() > 0  # the full plane moves pruned weights
+    assert abs(torch.dot(u, v).item()) < 1e-6 * u.norm().item()
+    assert abs(v.norm().item() - 1) < 1e-6
+    torch.testing.assert_close(u, flat(full.u), rtol=0, atol=0)
+    assert plane.coordinates(g) == pytest.approx((0, 0), abs=1e-6)
+    assert plane.coordinates(s) == pytest.approx((1, 0), abs=1e-6)
+    for a, b in ((0.3, -0.7), (1.4, 0.9), (-0.5, 1.0)):  # no point revives a weight both solutions pruned
+        params = plane.parameters_at(a, b)
+        assert all(params[n][~union[n]].abs().max().item() == 0.0 for n in union)
+    torch.testing.assert_close(flat(landscape.plane_through(g, s, seed=3, mask=union).v), v, rtol=0, atol=0)
+
+
+def test_masked_direction_with_a_partial_mask_and_bad_masks():
+    (g, g_mask), (s, s_mask) = pruned_pair()
+    only_fc1 = {"fc1.weight": g_mask["fc1.weight"]}  # names left out are entirely free
+    plane = landscape.plane_through(g, s, seed=1, mask=only_fc1)
+    assert plane.v["fc1.weight"][~only_fc1["fc1.weight"]].abs().max().item() == 0.0
+    assert plane.v["fc2.weight"].count_nonzero() == plane.v["fc2.weight"].numel()
+    u, v = flat(plane.u), flat(plane.v)
+    assert abs(torch.dot(u, v).item()) < 1e-6 * u.norm().item()  # u moves entries outside the mask: still orthogonal
+    with pytest.raises(ValueError, match="unknown parameter"):
+        landscape.plane_through(g, s, mask={"fc9.weight": g_mask["fc1.weight"]})
+    with pytest.raises(ValueError, match="bool tensor of shape"):
+        landscape.plane_through(g, s, mask={"fc1.weight": g_mask["fc1.weight"].float()})
+    with pytest.raises(ValueError, match="dict"):
+        landscape.plane_through(g, s, mask=[g_mask])
+    nothing = {n: torch.zeros_like(m) for n, m in g_mask.items()}
+    with pytest.raises(ValueError, match="no direction orthogonal"):
+        landscape.plane_through(g, s, mask=nothing)
+
+
+def test_masked_plane_grid_at_the_solutions_equals_the_models():
+    (g, g_mask), (s, s_mask) = pruned_pair()
+    x, y = images(40)
+    batches = [(x, y)]
+    plane = landscape.plane_through(g, s, seed=0, mask=landscape.union_mask(g_mask, s_mask))
+    maps = landscape.evaluate_grid(plane, [0.0, 1.0], [0.0, 0.5], batches, progress=False)
+    for model, j in ((g, 0), (s, 1)):
+        loss, error = direct(model, batches)
+        assert abs(maps["loss"][0, j] - loss) <= 1e-5 * loss and maps["error"][0, j] == error
+
+
 def test_bad_input():
     g, s = pair("lenet300")
     x, y = images(4)

@@ -238,3 +238,108 @@ def test_bad_input(setup):
         psp.entropy(model, batches(x, y, 100), num_classes=NUM_CLASSES, layers=["fc1"])
     with pytest.raises(ValueError, match="eps"):
         psp.entropy(model, batches(x, y, 100), num_classes=NUM_CLASSES, eps=0.7)
+
+
+def brute_live(model, x):
+    """Per layer, the neurons with z > 0 on at least one sample, by a loop over samples."""
+    with torch.no_grad():
+        zs = model.psps(x)
+    return {name: torch.tensor([any(z[s, i] > 0 for s in range(len(z))) for i in range(z.shape[1])])
+            for name, z in zs.items()}
+
+
+def brute_pairs(model, x, y, eps):
+    """Per layer, the entropy of every pair (i, j), i < j, by counting samples one by one."""
+    with torch.no_grad():
+        zs = {name: z.tolist() for name, z in model.psps(x).items()}
+    labels = y.tolist()
+    return {name: {p: brute_states(z, labels, p, eps) for p in itertools.combinations(range(len(z[0])), 2)}
+            for name, z in zs.items()}
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-4])
+def test_live_entropy_averages_the_live_subset_of_the_all_neuron_values(setup, eps):
+    model, x, y = setup
+    live = brute_live(model, x)
+    assert live["relu2"].tolist() == [True] * 5 + [False]  # neuron 5 is forced always off
+    first = brute_force(model, x, y, 1, eps)
+    pairs = brute_pairs(model, x, y, eps)
+    data = batches(x, y, 64)
+    one = psp.entropy(model, data, 1, NUM_CLASSES, eps, neurons="live")
+    two = psp.entropy(model, data, 2, NUM_CLASSES, eps, neurons="live", block_size=4)
+    assert one.neurons == two.neurons == "live"
+    sums, counts = [0.0, 0.0], [0, 0]  # first order, second order
+    for name, mask in live.items():
+        keep = mask.nonzero().squeeze(1).tolist()
+        assert one.live[name].tolist() == two.live[name].tolist() == mask.tolist()
+        values = [first[name][0][i] for i in keep]
+        assert one.per_neuron[name].tolist() == pytest.approx(values, abs=1e-6)
+        assert one.per_layer[name] == pytest.approx(sum(values) / len(values), abs=1e-6)
+        table = {p: h for p, h in pairs[name].items() if p[0] in keep and p[1] in keep}  # no dead member
+        assert two.per_layer[name] == pytest.approx(sum(table.values()) / len(table), abs=1e-6)
+        partners = [sum(table[tuple(sorted((i, j)))] for j in keep if j != i) / (len(keep) - 1) for i in keep]
+        assert two.per_neuron[name].tolist() == pytest.approx(partners, abs=1e-6)
+        sums[0], counts[0] = sums[0] + sum(values), counts[0] + len(values)
+        sums[1], counts[1] = sums[1] + sum(table.values()), counts[1] + len(table)
+    assert one.total == pytest.approx(sums[0] / counts[0], abs=1e-6)
+    assert two.total == pytest.approx(sums[1] / counts[1], abs=1e-6)
+    every = psp.entropy(model, data, 2, NUM_CLASSES, eps)
+    assert two.per_layer["relu1"] == pytest.approx(every.per_layer["relu1"], abs=1e-12)  # relu1 has no dead neuron
+
+
+def test_live_entropy_with_a_given_mask_and_sampled_third_order(setup):
+    model, x, y = setup
+    mask = {"relu1": torch.arange(18) % 3 != 0, "relu2": torch.tensor([True, False, True, True, True, False])}
+    pairs = brute_pairs(model, x, y, 0.0)
+    result = psp.entropy(model, batches(x, y, 50), 2, NUM_CLASSES, neurons="live", live=mask)
+    for name, m in mask.items():
+        keep = set(m.nonzero().squeeze(1).tolist())
+        table = [h for (i, j), h in pairs[name].items() if i in keep and j in keep]
+        assert result.per_layer[name] == pytest.approx(sum(table) / len(table), abs=1e-6)
+    keep = mask["relu2"].nonzero().squeeze(1).tolist()
+    with torch.no_grad():
+        z = model.psps(x)["relu2"].tolist()
+    exact = [brute_states(z, y.tolist(), s, 0.0) for s in itertools.combinations(keep, 3)]
+    third = psp.entropy(model, batches(x, y, 100), 3, NUM_CLASSES, layers=["relu2"], samples=300, seed=1,
+                        neurons="live", live={"relu2": mask["relu2"]})
+    assert abs(third.total - sum(exact) / len(exact)) < 3 * third.stderr + 1e-9
+    assert third.live["relu2"].tolist() == mask["relu2"].tolist()
+
+
+def test_live_metric_on_the_grid_uses_each_points_own_live_neurons(setup):
+    model, x, y = setup
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.fc1.bias[5] = 100.0  # the dead neuron comes alive (always on) at the second point
+    metric = psp.PSPEntropy(1, NUM_CLASSES, neurons="live")
+    assert metric.name == "psp_entropy1_live"
+    state = metric.init(2, "cpu")
+    with torch.no_grad():
+        for xb, yb in batches(x, y, 64):
+            zs = [model.psps(xb), other.psps(xb)]
+            psps = {"relu1": torch.stack([z["relu1"] for z in zs]), "relu2": torch.stack([z["relu2"] for z in zs])}
+            state = metric.update(state, None, yb, psps)
+    for point, net in enumerate((model, other)):
+        assert metric.summarize(state, point).total == pytest.approx(
+            psp.entropy(net, batches(x, y, 100), 1, NUM_CLASSES, neurons="live").total, abs=1e-12)
+    assert metric.summarize(state, 0).live["relu2"].tolist() == [True] * 5 + [False]
+    assert metric.summarize(state, 1).live["relu2"].all()
+
+
+def test_live_entropy_bad_input_and_no_live_neuron(setup):
+    model, x, y = setup
+    data = batches(x, y, 100)
+    with pytest.raises(ValueError, match="neurons"):
+        psp.entropy(model, data, 1, NUM_CLASSES, neurons="alive")
+    with pytest.raises(ValueError, match='neurons="live"'):
+        psp.entropy(model, data, 1, NUM_CLASSES, live={"relu2": torch.ones(6, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="bool"):
+        psp.entropy(model, data, 1, NUM_CLASSES, neurons="live", live={"relu2": torch.ones(6)})
+    with pytest.raises(ValueError, match="no mask"):
+        psp.entropy(model, data, 1, NUM_CLASSES, neurons="live", live={"relu2": torch.ones(6, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"shape \(6,\)"):
+        psp.entropy(model, data, 1, NUM_CLASSES, layers=["relu2"], neurons="live",
+                    live={"relu2": torch.ones(5, dtype=torch.bool)})
+    one_live = {"relu2": torch.tensor([True] + [False] * 5)}
+    none = psp.entropy(model, data, 2, NUM_CLASSES, layers=["relu2"], neurons="live", live=one_live)
+    assert math.isnan(none.total) and none.per_layer == {}  # one live neuron: no pair to average

@@ -15,7 +15,7 @@ import torch
 
 from psputil import store
 from psputil.data import DataConfig
-from psputil.experiments import analysis, setups, units
+from psputil.experiments import analysis, minima, setups, units
 from psputil.train import TrainConfig
 
 PINNED = Path(__file__).parent / "data" / "run_keys.json"
@@ -40,6 +40,7 @@ def stage_configs():
             configs = {
                 "dense": s.dense_run(0), "lobster": s.lobster_run(0), "oneshot": s.oneshot_run(0, rate),
                 "control": s.control_run(0, rate, "lottery", 0), "pair": pair, "plane": analysis.PlaneConfig(pair),
+                "facts": minima.FactsConfig(pair),
             }
             out.update({f"{profile}/{name}/{stage}": c for stage, c in configs.items()})
     return out

@@ -1,19 +1,27 @@
 """``python -m psputil reproduce``: execute the book's notebooks with papermill, then build the HTML.
 
 The notebooks to run are the ``.ipynb`` pages of ``_toc.yml``, in its order (the
-single list: add a section to the toc and ``reproduce`` runs it). Each is executed
-with the parameters of ``book/params/<profile>.yaml`` (shared keys) updated by
-``book/params/<profile>/<notebook>.yaml`` when present, into an executed copy under
-``_build/<profile>/executed/``: a mirror of ``book/`` (symbolic links) whose notebooks
-carry their outputs and ``mystnb.execution_mode: off``, so the build shows them as run.
-Jupyter Book then builds that mirror into ``_build/<profile>/html``: every profile keeps
-its own executed notebooks and HTML (a plain ``jupyter-book build book`` writes
-``_build/html``). Kernels get ``TQDM_DISABLE=1``.
+single list: add a page to the toc and ``reproduce`` runs it). Each is executed with
+the parameters of ``book/params/<profile>.yaml`` (one file per profile, every
+parameter once; each notebook receives its own, ``params.NOTEBOOKS``) into an executed
+copy under ``_build/<profile>/executed/``: a mirror of ``book/`` (symbolic links) whose
+notebooks carry their outputs and ``mystnb.execution_mode: off``, so the build shows
+them as run, with the parameters cells tagged ``remove-cell``. Jupyter Book then builds
+that mirror into ``_build/<profile>/html``: every profile keeps its own executed
+notebooks and HTML (a plain ``jupyter-book build book`` writes ``_build/html``).
 
 Every parameter file and flag is checked against ``psputil.book.params`` before the
 first kernel starts. Each notebook's line names the papermill command that runs it
 exactly so; ``python -m psputil papermill-command --profile smoke section5_2`` prints
 that command for one notebook.
+
+While a notebook runs, its kernel writes progress records to a file
+($PSPUTIL_PROGRESS, ``psputil.scale.progress``) and this command prints them, one line
+per update (``[2/6] section5_1 | LOBSTER lenet300/mnist-5k seed 0: 120/600 epochs, 14 s,
+ETA 56 s``), on the terminal and never into the saved notebooks (kernels get
+``TQDM_DISABLE=1``). Kernels talk over local sockets (ipc transport) and are not sent
+an interrupt when they are shut down after their last cell, so the terminal shows no
+kernel warnings (``psputil.book.execution``).
 
 ``--executor`` (in-process, process-pool, ray), ``--workers`` and ``--ray-address`` reach
 every notebook as the papermill parameters ``executor``, ``workers`` and ``ray_address``
@@ -25,21 +33,18 @@ notebook's kernel joins (its address is what they receive).
 import argparse
 import contextlib
 import importlib.util
-import os
 import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from psputil import checks, paths
+from psputil.book import execution
 from psputil.book import params as schema
+from psputil.book.jupyterbook import TOC, build, mirror
 from psputil.book.params import PROFILES
 from psputil.scale.executors import EXECUTOR_NAMES, check_address
 
 BOOK = paths.REPO_ROOT / "book"
-CONFIG = paths.REPO_ROOT / "_config.yml"
-TOC = paths.REPO_ROOT / "_toc.yml"
 BUILD = paths.REPO_ROOT / "_build"
 KERNEL = "python3"
 
@@ -80,44 +85,47 @@ def toc_notebooks(toc=TOC, book=BOOK):
 
 
 def parameters(profile, notebook=None, params=BOOK / "params"):
-    """Papermill parameters of a profile: ``<profile>.yaml`` updated by ``<profile>/<notebook>.yaml``.
+    """Papermill parameters of a profile from ``<profile>.yaml``: a notebook's own ones, or every one (None).
+
+    The whole file is checked (every key a parameter of some notebook, every value valid),
+    whichever notebook asks.
 
     Raises:
-        ValueError: an unknown profile, a file that is not a YAML mapping, or (for a notebook of
-            ``params.NOTEBOOKS``) a key that is not a parameter of the notebook or a bad value;
-            the message names the file.
+        ValueError: an unknown profile, a missing file, a file that is not a YAML mapping, an
+            unknown key or a bad value; the message names the file.
     """
     import yaml
 
     checks.choice("profile", profile, PROFILES)
-    known = notebook if notebook in schema.NOTEBOOKS else None
-    values = {}
-    for path in parameter_files(profile, notebook, params):
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{_shown(path)}: a parameter file must be a YAML mapping (name: value), got "
-                             f"{type(loaded).__name__}")
-        try:
-            schema.check(loaded or {}, known, namespace=False)
-        except ValueError as error:
-            raise ValueError(f"{_shown(path)}: {error}") from None
-        values.update(loaded or {})
-    return values
+    path = parameter_file(profile, params)
+    if not path.is_file():
+        raise ValueError(f"{_shown(path)}: no such parameter file (one per profile: "
+                         f"{', '.join(f'{p}.yaml' for p in PROFILES)} in {_shown(path.parent)})")
+    loaded = yaml.safe_load(path.read_text())
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ValueError(f"{_shown(path)}: a parameter file must be a YAML mapping (name: value), got "
+                         f"{type(loaded).__name__}")
+    loaded = loaded or {}
+    try:
+        schema.check(loaded, None, namespace=False)
+    except ValueError as error:
+        raise ValueError(f"{_shown(path)}: {error}") from None
+    if notebook is None or notebook not in schema.NOTEBOOKS:
+        return dict(loaded)
+    return {name: loaded[name] for name in schema.NOTEBOOKS[notebook] if name in loaded}
 
 
-def parameter_files(profile, notebook, params=BOOK / "params"):
-    """The ``-f`` files papermill takes for this notebook and profile, in order."""
-    files = [Path(params) / f"{profile}.yaml"]
-    specific = Path(params) / profile / f"{notebook}.yaml"
-    return files + ([specific] if specific.is_file() else [])
+def parameter_file(profile, params=BOOK / "params"):
+    """The ``-f`` file papermill takes for every notebook of `profile`: ``<params>/<profile>.yaml``."""
+    return Path(params) / f"{checks.choice('profile', profile, PROFILES)}.yaml"
 
 
 def run_values(notebook, profile, device=None, download=False, executor="in-process", workers=None,
                ray_address=None, book=BOOK):
-    """The parameters a notebook runs with: its files, then the flags; checked with ``params.check``.
+    """The parameters a notebook runs with: its own from the profile file, then the flags; checked.
 
     Returns:
-        (all values, the overrides: the flags' values).
+        (the notebook's values, the overrides: the flags' values).
 
     Raises:
         ValueError: a bad file, flag or value (see ``parameters`` and ``params.check``).
@@ -134,98 +142,65 @@ def run_values(notebook, profile, device=None, download=False, executor="in-proc
 
 def papermill_command(notebook, profile, output, device=None, download=False, executor="in-process", workers=None,
                       ray_address=None, book=BOOK):
-    """The shell command that runs `notebook` as ``execute`` does (same files, parameters, kernel, cwd).
+    """The shell command that runs `notebook` as ``execute`` does (same parameters, kernel, cwd).
 
-    `device` and `download` are passed whenever given; executor, workers and ray_address when
-    they differ from the files' values. Options are ``-p``, ``-r`` (text papermill's ``-p``
-    would read as a number, a bool or None) or ``-y`` (lists).
+    It passes the whole profile file with ``-f`` (the notebook takes its own parameters and
+    ignores the others'); `device` and `download` whenever given; executor, workers and
+    ray_address when they differ from the file's values. Options are ``-p``, ``-r`` (text
+    papermill's ``-p`` would read as a number, a bool or None) or ``-y`` (lists).
 
     Returns:
         The command line, paths relative to the current folder where possible.
     """
     _, overrides = run_values(notebook, profile, device, download, executor, workers, ray_address, book)
-    from_files = parameters(profile, notebook, Path(book) / "params")
+    from_file = parameters(profile, None, Path(book) / "params")
     source = (Path(book) / notebook).with_suffix(".ipynb")
-    words = ["papermill", _shown(source), _shown(output)]
-    for path in parameter_files(profile, notebook, Path(book) / "params"):
-        words += ["-f", _shown(path)]
+    words = ["papermill", _shown(source), _shown(output), "-f", _shown(parameter_file(profile, Path(book) / "params"))]
     words += ["-k", KERNEL, "--cwd", _shown(source.parent)]
-    for name, value in overrides.items():  # --device and --download always show; the rest when the files differ
-        if name in ("device", "download") or name not in from_files or from_files[name] != value:
+    for name, value in overrides.items():  # --device and --download always show; the rest when the file differs
+        if name in ("device", "download") or name not in from_file or from_file[name] != value:
             words += _papermill_option(name, value)
     return "TQDM_DISABLE=1 " + shlex.join(words)
 
 
 def execute(notebook, profile, device=None, book=BOOK, executed=None, executor="in-process", workers=None,
-            ray_address=None, download=False):
+            ray_address=None, download=False, progress=None):
     """Run one notebook with papermill into ``executed/<notebook>.ipynb``; returns that path.
 
-    `executed` defaults to ``_build/<profile>/executed``. `executor`, `workers` and
-    `ray_address` are passed as papermill parameters of those names and recorded in the
-    executed notebook's ``psputil`` metadata. The parameters are checked before the kernel starts.
+    `executed` defaults to ``_build/<profile>/executed``. The notebook receives its own
+    parameters (``run_values``); `executor`, `workers` and `ray_address` are recorded in the
+    executed notebook's ``psputil`` metadata. The parameters are checked before the kernel
+    starts. Its parameters cell and papermill's injected-parameters cell are tagged
+    ``remove-cell`` (the build leaves them out; the page's "About this run" lists the values).
+
+    Args:
+        progress: called with each progress record (a dict, ``psputil.scale.progress``) the
+            kernel writes while it runs; None: nobody listens.
     """
     import nbformat
     import papermill
 
     values, _ = run_values(notebook, profile, device, download, executor, workers, ray_address, book)
     source = (Path(book) / notebook).with_suffix(".ipynb")
+    if notebook not in schema.NOTEBOOKS:  # e.g. a test notebook: only what its parameters cell defines
+        defined = execution.parameters_cell_names(source)
+        values = {name: value for name, value in values.items() if name in defined}
     target = (Path(executed or executed_dir(profile)) / notebook).with_suffix(".ipynb")
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink():
         target.unlink()
-    os.environ["TQDM_DISABLE"] = "1"  # inherited by the kernel: no tqdm widgets in saved notebooks
-    papermill.execute_notebook(
-        str(source), str(target), parameters=values, cwd=str(source.parent),
-        kernel_name=KERNEL, progress_bar=False, log_output=False,
-    )
+    with execution.kernel_environment(progress):
+        papermill.execute_notebook(
+            str(source), str(target), parameters=values, cwd=str(source.parent), kernel_name=KERNEL,
+            progress_bar=False, log_output=False, kernel_manager_class=execution.QuietKernelManager,
+        )
     executed_nb = nbformat.read(target, as_version=4)
     executed_nb.metadata["mystnb"] = {"execution_mode": "off"}  # the build shows these outputs as they are
     executed_nb.metadata.setdefault("psputil", {}).update(
         profile=profile, executor=executor, workers=workers, ray_address=ray_address)
+    execution.hide_parameters(executed_nb)
     nbformat.write(executed_nb, target)
     return target
-
-
-def mirror(book=BOOK, executed=None):
-    """Link every entry of book/ into `executed`, keeping the executed notebooks already there."""
-    if executed is None:
-        raise ValueError("executed must name the folder to mirror book/ into, e.g. executed_dir(profile)")
-    executed = Path(executed)
-    executed.mkdir(parents=True, exist_ok=True)
-    for link in executed.iterdir():
-        if link.is_symlink() and not link.exists():  # its source left book/
-            link.unlink()
-    for entry in Path(book).iterdir():
-        link = executed / entry.name
-        if entry.name in ("_build", ".ipynb_checkpoints") or (link.is_file() and not link.is_symlink()):
-            continue
-        if link.is_symlink():
-            link.unlink()
-        link.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
-
-
-# Jupyter Book's own build (jupyter-book build <source> --config --toc), with the HTML folder chosen.
-_SPHINX = """import sys
-from jupyter_book.sphinx import build_sphinx
-source, html, config, toc, strict = sys.argv[1:]
-result = build_sphinx(source, html, path_config=config, noconfig=True, builder="html",
-                      confoverrides={"external_toc_path": toc, "latex_individualpages": False},
-                      warningiserror=strict == "1")
-sys.exit(1 if isinstance(result, Exception) else result)  # Sphinx has printed the error
-"""
-
-
-def build(source, strict=False, config=CONFIG, toc=TOC, quiet=False, html=None):
-    """Build `source` into HTML as ``jupyter-book build`` does; returns the exit code.
-
-    Args:
-        html: the HTML folder (default: ``_build/html`` beside the config file, where a plain
-            ``jupyter-book build`` writes); Sphinx's doctrees go beside it.
-    """
-    html = Path(html) if html is not None else Path(config).parent / "_build" / "html"
-    command = [sys.executable, "-c", _SPHINX, str(source), str(html), str(config), str(toc), "1" if strict else "0"]
-    output = subprocess.DEVNULL if quiet else None
-    return subprocess.run(command, cwd=Path(config).parent, stdout=output).returncode
 
 
 def prepare(profile, device=None, notebooks=None, executor="in-process", workers=None, ray_address=None,
@@ -254,8 +229,13 @@ def prepare(profile, device=None, notebooks=None, executor="in-process", workers
     return chosen
 
 
-def reproduce(profile, device=None, notebooks=None, strict=False, build_html=True, out=print,
-              executor="in-process", workers=None, ray_address=None, download=False):
+def _say(line):
+    """Print one line now (progress lines come from a helper thread, possibly into a pipe)."""
+    print(line, flush=True)
+
+
+def reproduce(profile, device=None, notebooks=None, strict=False, build_html=True, out=_say,
+              executor="in-process", workers=None, ray_address=None, download=False, progress_every=5.0):
     """Execute the toc's notebooks (or the named ones) for `profile`, then build; returns an exit code.
 
     Everything is checked first (``prepare``); executed notebooks go to ``_build/<profile>/executed``
@@ -265,6 +245,9 @@ def reproduce(profile, device=None, notebooks=None, strict=False, build_html=Tru
         executor, workers, ray_address: where the notebooks' sweeps run (see ``psputil.executors``);
             "ray" without an address starts one local Ray instance for all notebooks.
         download: pass ``download=True`` to every notebook (torchvision downloads missing data).
+        out: called with every line to show (default: printed and flushed): the command of each notebook, its progress
+            ("[2/6] section5_1 | LOBSTER ...: 120/600 epochs, 14 s, ETA 56 s"), its wall time.
+        progress_every: seconds between two progress lines of one task (first and last always shown).
 
     Raises:
         ValueError: see ``prepare`` (raised before any kernel starts).
@@ -281,9 +264,10 @@ def reproduce(profile, device=None, notebooks=None, strict=False, build_html=Tru
             command = papermill_command(name, profile, target, device, download, executor, workers, address)
             out(f"[{i}/{len(chosen)}] {name}: {command}")
             tick = time.perf_counter()
+            printer = execution.ProgressPrinter(out, prefix=f"[{i}/{len(chosen)}] {name} | ", every=progress_every)
             try:
                 execute(name, profile, device, executor=executor, workers=workers, ray_address=address,
-                        download=download)
+                        download=download, progress=printer)
             except Exception as error:  # papermill saved the failing notebook: say where, stop
                 out(f"[{i}/{len(chosen)}] {name}: FAILED ({type(error).__name__}); see {_shown(target)}")
                 out(str(error)[-2000:])

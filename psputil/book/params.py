@@ -1,10 +1,15 @@
 """Every parameter of the book's notebooks in one schema, checked before any work.
 
-A notebook's first code cell calls ``params.check(globals(), "section5_1")``; ``python -m
-psputil reproduce`` checks the parameter files with the same schema before it starts a
-kernel. A bad value raises one ``ValueError`` naming the parameter, the value, what is
-valid and the papermill syntax that sets it. Lists go through ``-y`` (papermill's ``-p``
-passes text and single numbers, never lists).
+One flat file per profile, ``book/params/<profile>.yaml``, holds every parameter once;
+``NOTEBOOKS`` says which of them each notebook takes (its ``parameters`` cell defines
+exactly those, with the quick values). ``pages.start`` (or ``params.check(globals(),
+"section5_1")``) checks a notebook's own parameters; names of the other notebooks that
+papermill injected from the same file are accepted and ignored, and a name in no
+notebook's schema (a typo such as ``sedes``) is refused. ``python -m psputil reproduce``
+checks the whole file with the same schema before it starts a kernel. A bad value raises
+one ``ValueError`` naming the parameter, the value, what is valid and the papermill
+syntax that sets it. Lists go through ``-y`` (papermill's ``-p`` passes text and single
+numbers, never lists).
 
 This module imports neither torch nor scipy (a notebook fails on a bad value in well under a
 second), so it holds its own copies of the names it checks: profiles, setups, data sets, ReLU
@@ -80,7 +85,17 @@ def _names(valid):
 
 
 def _seeds(name, value):
-    return list(checks.numbers_list(name, value, low=0, integers=True))
+    seeds = list(checks.numbers_list(name, value, low=0, integers=True))
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"{name} must be distinct seeds, got {', '.join(map(str, repeated))} more than once")
+    return seeds
+
+
+def _rate(name, value):
+    if value is None:
+        return None
+    return float(checks.number(name, value, low=0, high=100, low_open=True, high_open=True))
 
 
 def _rates(name, value):
@@ -138,17 +153,11 @@ def _integer(low, optional=False):
 
 
 _SCHEMA = (
+    # how and where a notebook runs (every notebook)
     Parameter("profile", "the parameter set (smoke: tests, quick: a CPU, paper: a GPU)",
               f"one of {', '.join(PROFILES)}", "quick", lambda n, v: checks.choice("profile", v, PROFILES)),
     Parameter("device", "where tensors live (auto: CUDA when present)", "auto, cpu, or a CUDA device of this "
               "machine (cuda, cuda:N)", "auto", check_device),
-    Parameter("seeds", "control seeds, and the seeds 1-S is chosen from", "a non-empty list of integers >= 0",
-              "[0, 1]", _seeds),
-    Parameter("setups", "the experimental setups of Sections 5.1 and the transfer chapter",
-              f"a non-empty list of setup names from {', '.join(SETUP_NAMES)}", '["lenet300-mnist"]',
-              _names(SETUP_NAMES)),
-    Parameter("rates", "compression milestones in percent (None: each setup's own)",
-              "None, or a non-empty list of percentages in (0, 100)", "[80.0, 95.0]", _list_or_none(_rates)),
     Parameter("download", "let torchvision download missing data sets", "True or False", "True",
               lambda n, v: checks.flag(n, v)),
     Parameter("executor", "where independent runs go", f"one of {', '.join(EXECUTOR_NAMES)}", "in-process",
@@ -158,9 +167,22 @@ _SCHEMA = (
     Parameter("ray_address", "the Ray cluster to join (None: a local instance); only with executor ray",
               "None or an address such as host:6379 or ray://host:10001", "host:6379",
               lambda n, v: check_address(v)),
+    # the experiments of Section 5.1 (and the seeds the later sections pair)
+    Parameter("setups", "the experimental setups of Section 5.1 and the transfer chapter",
+              f"a non-empty list of setup names from {', '.join(SETUP_NAMES)}", '["lenet300-mnist"]',
+              _names(SETUP_NAMES)),
+    Parameter("seeds", "LOBSTER runs, each with its paired dense run and 1-S (same seed)",
+              "a non-empty list of distinct integers >= 0", "[0, 1, 2]", _seeds),
+    Parameter("control_seeds", "seeds of each retraining control (lottery, new init, random mask) at each "
+              "milestone", "a non-empty list of distinct integers >= 0", "[0, 1]", _seeds),
+    Parameter("rates", "compression milestones in percent (None: each setup's own)",
+              "None, or a non-empty list of percentages in (0, 100)", "[80.0, 95.0]", _list_or_none(_rates)),
+    # the loss plane of Sections 5.2 and 5.3 (one cached grid, shared with the conclusions)
     Parameter("landscape_setup", "the setup whose loss plane Sections 5.2, 5.3 and the conclusions map",
               f"one setup name from {', '.join(SETUP_NAMES)}", "lenet5-mnist",
               lambda n, v: checks.choice("setup", v, SETUP_NAMES)),
+    Parameter("plane_rate", "compression rate (percent) of the plane and the Hessian (None: the highest "
+              "milestone every seed reached)", "None or a percentage in (0, 100)", "95.0", _rate),
     Parameter("grid_points", "grid points along a (G -> 1-S) and along b (the random direction)",
               f"two counts [along a, along b] whose grids over a in [{A_RANGE[0]}, {A_RANGE[1]}] and b in "
               f"[{B_RANGE[0]}, {B_RANGE[1]}] hold G (0, 0) and 1-S (1, 0): along a "
@@ -174,12 +196,14 @@ _SCHEMA = (
               _list_or_none(_names(None))),
     Parameter("points_per_pass", "grid points per vmapped pass (speed only)", "an integer >= 1", "4",
               _integer(1)),
+    # the transfer chapter (shared with the conclusions' claim C6)
     Parameter("pairs", "[source setup, target data set] pairs of the transfer study (None: each setup to "
               "its default target)", f"None, or a non-empty list of pairs [setup, data set] with setups from "
               f"{', '.join(SETUP_NAMES)} and data sets from {', '.join(DATASET_NAMES)}",
               '[["lenet5-mnist", "fashion-mnist"]]', _list_or_none(_pairs)),
-    Parameter("lobster_seeds", "LOBSTER runs giving G (and the masks of 1-S and the controls)",
-              "a non-empty list of integers >= 0", "[0]", _seeds),
+    Parameter("transfer_seeds", "the seeds (of `seeds`) whose G, 1-S, dense and untrained networks are the "
+              "transfer sources (None: every seed)", "None, or a non-empty list of distinct integers >= 0 "
+              "that `seeds` holds", "[0]", _list_or_none(_seeds)),
     Parameter("finetune_epochs", "epochs of fine-tuning the whole masked network after the probe (0: none)",
               "an integer >= 0", "0", _integer(0)),
     Parameter("entropy_samples", "test samples per data set for the transfer entropies", "an integer >= 1",
@@ -191,23 +215,27 @@ _SCHEMA = (
 )
 SCHEMA = {p.name: p for p in _SCHEMA}
 
-COMMON = ("profile", "device", "seeds", "setups", "rates", "download", "executor", "workers", "ray_address")
-PLANE = ("landscape_setup", "grid_points", "train_samples", "entropy2_layers", "points_per_pass")
-TRANSFER = ("pairs", "lobster_seeds", "finetune_epochs", "entropy_samples", "order2_max_neurons", "resamples")
-# The parameters of each notebook of the book (its `parameters` cell defines exactly these).
+RUN = ("profile", "device", "download", "executor", "workers", "ray_address")
+EXPERIMENTS = ("setups", "seeds", "control_seeds", "rates")
+PLANE = ("landscape_setup", "plane_rate", "grid_points", "train_samples", "entropy2_layers", "points_per_pass")
+TRANSFER = ("pairs", "transfer_seeds", "finetune_epochs", "entropy_samples", "order2_max_neurons", "resamples")
+# The parameters of each notebook of the book: its `parameters` cell defines exactly these, in this order,
+# with the values of book/params/quick.yaml (pinned by tests/test_inputs_params.py).
 NOTEBOOKS = {
-    "section5_1": COMMON,
-    "section5_2": COMMON + PLANE,
-    "section5_3": COMMON + PLANE,
-    "transfer": COMMON + TRANSFER,
-    "conclusions": COMMON + PLANE + TRANSFER,
+    "methods": RUN,
+    "section5_1": RUN + EXPERIMENTS,
+    "section5_2": RUN + ("seeds", "rates") + PLANE,
+    "section5_3": RUN + ("seeds", "rates") + PLANE,
+    "transfer": RUN + ("setups", "seeds", "rates") + TRANSFER,
+    "conclusions": RUN + EXPERIMENTS + PLANE + TRANSFER,
 }
+ALL = tuple(SCHEMA)  # every parameter of the book: what a profile file holds
 
 
 def parameters_of(notebook):
-    """The parameter names `notebook` takes (None: the ones every notebook takes)."""
+    """The parameter names `notebook` takes (None: every parameter of the book, as a profile file holds them)."""
     if notebook is None:
-        return COMMON
+        return ALL
     if notebook not in NOTEBOOKS:
         raise ValueError(f"unknown notebook {notebook!r}; the book's notebooks: {', '.join(NOTEBOOKS)} "
                          "(a new notebook needs its entry in psputil.book.params.NOTEBOOKS)")
@@ -215,22 +243,26 @@ def parameters_of(notebook):
 
 
 def check(values, notebook, namespace=None):
-    """Check the parameters of `notebook` in `values`; returns {name: normalised value}.
+    """Check the parameters of `notebook` in `values`; returns {name: normalised value} of its own parameters.
 
     Args:
         values: a notebook's ``globals()`` (names that are not parameters are ignored; every
-            parameter of the notebook must be there), or the values of parameter files (every
-            key must be a parameter of the notebook; absent ones keep the notebook's defaults).
-        notebook: the notebook's name, e.g. "section5_2" (None: only the parameters every
-            notebook takes).
+            parameter of the notebook must be there), or the values of a parameter file (absent
+            parameters keep the notebook's defaults).
+        notebook: the notebook's name, e.g. "section5_2" (None: every parameter of the book, as
+            a profile file holds them; every value given is checked).
         namespace: whether `values` is a notebook namespace (default: it is when it holds
             ``__builtins__``). In a namespace the names papermill injected are read from
             IPython's input history, so an unknown papermill parameter is refused as well.
 
+    Parameters of the book's other notebooks (one profile file holds them all) are accepted
+    and ignored: neither checked nor returned.
+
     Raises:
-        ValueError: an unknown parameter (naming the valid ones), a missing one, or a value
-            of the wrong type or out of range: the message names the parameter, the value,
-            what is valid and the papermill option that sets it.
+        ValueError: a name that is no parameter of any notebook (naming the valid ones and the
+            closest match), a missing one, or a value of the wrong type or out of range: the
+            message names the parameter, the value, what is valid and the papermill option
+            that sets it.
     """
     names = parameters_of(notebook)
     if namespace is None:
@@ -239,14 +271,34 @@ def check(values, notebook, namespace=None):
         missing = [n for n in names if n not in values]
         if missing:
             raise ValueError(f"notebook {notebook}: its parameters cell must define {', '.join(missing)}")
-        unknown = [n for n in injected_names(values) if n not in names and not n.startswith("PAPERMILL_")]
+        given = injected_names(values)
     else:
-        unknown = [n for n in values if n not in names]
+        given = list(values)
+    unknown = [n for n in given if n not in SCHEMA and not str(n).startswith("PAPERMILL_")]
     if unknown:
         raise ValueError(_unknown_message(unknown, names, notebook))
     checked = {name: check_value(name, values[name]) for name in names if name in values}
     _check_together(checked)
     return checked
+
+
+def parameters_cell(notebook, values):
+    """The source of `notebook`'s ``parameters`` cell: its own parameters, in schema order, one per line.
+
+    Args:
+        values: name -> value for every parameter of the notebook (e.g. the quick file's).
+
+    Raises:
+        ValueError: an unknown notebook, or a parameter of it missing from `values`.
+    """
+    names = parameters_of(notebook)
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ValueError(f"values lack {', '.join(missing)} of notebook {notebook}")
+    lines = ["# Defaults: the quick profile (book/params/quick.yaml); papermill -f book/params/<profile>.yaml "
+             "overrides them."]
+    lines += [f"{name} = {values[name]!r}  # {SCHEMA[name].meaning}" for name in names]
+    return "\n".join(lines)
 
 
 def check_value(name, value):
@@ -277,7 +329,8 @@ def injected_names(namespace):
 
 
 def _check_together(values):
-    """Checks across parameters: a Ray address needs the ray executor; layers of the landscape model."""
+    """Checks across parameters: a Ray address needs the ray executor; layers of the landscape model;
+    transfer seeds among the seeds."""
     if values.get("ray_address") is not None and values.get("executor", "ray") != "ray":
         raise ValueError(f"parameter ray_address = {values['ray_address']!r} needs executor ray, got executor "
                          f"{values['executor']!r}. With papermill: -p executor ray -p ray_address host:6379, "
@@ -291,13 +344,21 @@ def _check_together(values):
                              f"{', '.join(map(repr, unknown))} of {model} (landscape_setup {setup}); valid: "
                              f"{', '.join(RELU_LAYERS[model])}, or None for all. With papermill: "
                              f"-y 'entropy2_layers: [\"{RELU_LAYERS[model][-1]}\"]'")
+    chosen, seeds = values.get("transfer_seeds"), values.get("seeds")
+    if chosen is not None and seeds is not None and not set(chosen) <= set(seeds):
+        extra = sorted(set(chosen) - set(seeds))
+        raise ValueError(f"parameter transfer_seeds = {chosen!r} is not valid: {', '.join(map(str, extra))} not in "
+                         f"seeds = {seeds!r} (the transfer sources are runs of those seeds). With papermill: "
+                         f"-y 'transfer_seeds: [{seeds[0]}]', or -p transfer_seeds None for every seed")
 
 
 def _unknown_message(unknown, names, notebook):
     hints = []
     for name in unknown:
-        close = difflib.get_close_matches(name, names, n=1)
+        close = difflib.get_close_matches(str(name), ALL, n=1)
         hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     where = f"notebook {notebook}" if notebook else "the notebooks"
-    return (f"unknown parameter(s) {', '.join(hints)} for {where}; valid: {', '.join(names)}. "
-            "Check the keys of the parameter files (-f) and the names given to papermill -p/-y")
+    others = [n for n in ALL if n not in names]
+    also = f"; a profile file may also hold the other notebooks' parameters ({', '.join(others)})" if others else ""
+    return (f"unknown parameter(s) {', '.join(hints)} for {where}; valid: {', '.join(names)}{also}. "
+            "Check the keys of the parameter file (-f) and the names given to papermill -p/-y")

@@ -18,8 +18,10 @@ then need the network; the build log says so). Packages are unpacked member by m
 only regular files whose paths stay inside the target are written. It also removes duplicated
 inline ``<script>`` tags (sphinx-thebe's and sphinx-togglebutton's configuration,
 included twice by Jupyter Book 1.0.4), sets the theme's default colour mode (an
-empty one makes pydata-sphinx-theme log an error on a first visit), and sets
-``TQDM_DISABLE=1`` for kernels the build starts, so no tqdm bar becomes widget state.
+empty one makes pydata-sphinx-theme log an error on a first visit), sets
+``TQDM_DISABLE=1`` for kernels the build starts, so no tqdm bar becomes widget state,
+gives every slider handle an accessible name and value (``SLIDER_LABELS``), and serves
+the book's own CSS (``static/psputil.css``).
 """
 
 import logging
@@ -41,6 +43,7 @@ CACHE = paths.REPO_ROOT / ".cache" / "widgets-js"  # git-ignored; added to html_
 DEFAULT_TARGET = CACHE / "widgets"  # served as _static/widgets/
 MATHJAX_TARGET = CACHE / "mathjax"  # served as _static/mathjax/
 STAMP = "VERSION"  # file in a target naming the fetched package and version
+STATIC = Path(__file__).parent / "static"  # the book's own CSS, served as _static/psputil.css
 CDN_OPT_IN = "PSPUTIL_WIDGETS_CDN"  # "1": build with CDN scripts when the files cannot be fetched
 _FONTS = (".woff2", ".woff", ".ttf", ".eot", ".svg")
 
@@ -208,6 +211,7 @@ def _config_inited(app, config):
         logger.info("[psputil.widgets_js] MathJax %s served from %s", MATHJAX_VERSION, mathjax)
     if fetched is not None or mathjax is not None:
         config.html_static_path = [*config.html_static_path, str(CACHE)]
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
     context = dict(config.html_context or {})
     context.setdefault("default_mode", "light")
     config.html_context = context
@@ -249,9 +253,45 @@ MATHJAX2_SHIM = """(function () {
 })();"""
 
 
+# The widget bundle draws a slider as a noUiSlider handle (role "slider") beside a <label> that is
+# not tied to it, so a screen reader announces a nameless slider reading "1.00". This names every
+# slider handle after its widget's label (the tooltip ``pages.rate_slider`` sets, else the visible
+# description) and lets it announce the readout ("95.00 %") as its value, whenever widgets render
+# or move.
+SLIDER_LABELS = """(function () {
+  function label(widget) {
+    var node = widget.querySelector(":scope > .widget-label");
+    return node ? (node.title || node.textContent || "").trim() : "";
+  }
+  function update() {
+    document.querySelectorAll(".widget-slider").forEach(function (widget) {
+      var handle = widget.querySelector('[role="slider"]');
+      if (!handle) { return; }
+      var name = label(widget);
+      if (name && handle.getAttribute("aria-label") !== name) { handle.setAttribute("aria-label", name); }
+      var readout = widget.querySelector(".widget-readout");
+      var value = readout ? readout.textContent.trim() : "";
+      if (value && handle.getAttribute("aria-valuetext") !== value) { handle.setAttribute("aria-valuetext", value); }
+    });
+  }
+  var pending = false;
+  function schedule() {
+    if (!pending) { pending = true; window.requestAnimationFrame(function () { pending = false; update(); }); }
+  }
+  function start() {
+    update();
+    new MutationObserver(schedule).observe(document.body, {childList: true, subtree: true, characterData: true,
+      attributes: true, attributeFilter: ["aria-valuenow"]});
+  }
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
+})();"""
+
+
 def setup(app):
     """Sphinx entry point."""
     app.add_js_file(None, body=MATHJAX2_SHIM, priority=1)  # before MathJax and the widget bundle
+    app.add_js_file(None, body=SLIDER_LABELS)
+    app.add_css_file("psputil.css")
     app.connect("config-inited", _config_inited, priority=300)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -5,11 +5,16 @@ and its 1-S (the dense run of the same seed pruned in one shot to G's exact spar
 rewound and retrained). ``plane`` evaluates, in one ``landscape.evaluate_grid`` pass on
 a seeded subset of the training set, the loss, error, PSP L2 norm and first- and
 second-order PSP-entropy on the plane through G (0, 0) and 1-S (1, 0), and the
-per-neuron first-order entropies of both solutions (Fig. 2a, 3, 4). ``curvature``
+per-neuron first-order entropies of both solutions (Fig. 2a, 3, 4); its random
+direction v spans all parameters ("all") or only the union of G's and 1-S's surviving
+weights ("masked": no point of the plane revives a weight both pruned). ``curvature``
 gives the top Hessian eigenvalues of the training loss of G and 1-S, each restricted
-to its own mask (Fig. 2b). Sections 5.2, 5.3 and the conclusions share them.
+to its own mask (Fig. 2b). The checks of both minima (gradient norm, eigenpair
+residuals, loss profile, dead neurons, entropies over live neurons) are
+``experiments.minima``. Sections 5.2, 5.3 and the conclusions share them.
 """
 
+import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -23,6 +28,7 @@ from psputil.experiments.units import DenseRun, LobsterRun, OneShotRun, load_spl
 from psputil.metrics import Error, Loss
 
 MAP_NAMES = ("loss", "error", "psp_l2", "psp_entropy1", "psp_entropy2")
+DIRECTIONS = ("all", "masked")  # v over all parameters, or over the union of both solutions' surviving weights
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class PlaneConfig:
     entropy2_layers: Optional[tuple] = None  # relu paths of the second-order maps (None: all)
     eps: float = 0.0  # probability clamp of the entropies
     hessian_k: int = 5
+    direction: str = "all"  # "all" | "masked": v restricted to the union of G's and 1-S's masks
 
     def __post_init__(self):
         a, b = self.axes()
@@ -73,6 +80,7 @@ class PlaneConfig:
         checks.names("entropy2_layers", self.entropy2_layers, optional=True)
         checks.number("eps", self.eps, 0, 0.5, high_open=True)
         checks.integer("hessian_k", self.hessian_k, 1)
+        checks.choice("direction", self.direction, DIRECTIONS)
 
     def axes(self):
         """(a values, b values) of the grid as float64 numpy arrays."""
@@ -123,7 +131,9 @@ def plane(ctx, config, batch_size=500, points_per_pass=4):
         dict: "a", "b" (1-D tensors), "maps" (name -> (len b, len a) float64 tensor, entry
         [i, j] at (a[j], b[i]); names ``MAP_NAMES``), "g" and "oneshot" (sparsity, test error,
         layer sparsity, plane coordinates, and "entropy1": per_layer, per_neuron, per_class of
-        first-order PSP-entropy on the subset), "entropy2_layers", "samples".
+        first-order PSP-entropy on the subset), "entropy2_layers", "samples", "direction"
+        ("all" or "masked"), "seconds" (wall time of this computation, upstream runs excluded:
+        {"maps", "facts", "total"}).
     """
     return ctx.store.cached("plane", config, "result", lambda: _compute_plane(ctx, config, batch_size, points_per_pass))
 
@@ -157,16 +167,19 @@ def at(result, name, a, b=0.0):
 
 
 def _compute_plane(ctx, config, batch_size, points_per_pass):
-    (g, _, row), (one, _, info) = solutions(ctx, config.pair)
+    (g, g_mask, row), (one, one_mask, info) = solutions(ctx, config.pair)
+    start = time.perf_counter()  # the computation itself, not the upstream runs it may have had to train
     subset = train_subset(ctx, config)
-    through = landscape.plane_through(g, one, seed=config.seed)
+    mask = landscape.union_mask(g_mask, one_mask) if config.direction == "masked" else None
+    through = landscape.plane_through(g, one, seed=config.seed, mask=mask)
     a, b = config.axes()
     num_classes = load_splits(config.pair.lobster.data, ctx.device_name).num_classes
     metrics = [Loss(), Error(), psp.PSPL2(),
                psp.PSPEntropy(1, num_classes, config.eps),
                psp.PSPEntropy(2, num_classes, config.eps, layers=config.entropy2_layers)]
     maps = landscape.evaluate_grid(through, a, b, subset, metrics, batch_size, points_per_pass)
-    out = {"a": torch.from_numpy(a), "b": torch.from_numpy(b), "samples": len(subset),
+    seconds = {"maps": time.perf_counter() - start}
+    out = {"a": torch.from_numpy(a), "b": torch.from_numpy(b), "samples": len(subset), "direction": config.direction,
            "maps": {name: torch.from_numpy(maps[name]) for name in MAP_NAMES},
            "entropy2_layers": list(config.entropy2_layers) if config.entropy2_layers is not None else "all"}
     facts = {"g": (g, row["best"]["test_error"], row["sparsity"]), "oneshot": (one, info["test_error"], info["sparsity"])}
@@ -177,4 +190,7 @@ def _compute_plane(ctx, config, batch_size, points_per_pass):
                     "coordinates": [float(c) for c in through.coordinates(model)],
                     "entropy1": {"total": first.total, "per_layer": first.per_layer,
                                  "per_neuron": first.per_neuron, "per_class": first.per_class}}
+    seconds["total"] = time.perf_counter() - start
+    seconds["facts"] = seconds["total"] - seconds["maps"]
+    out["seconds"] = seconds
     return out

@@ -1,13 +1,19 @@
-"""PSP L2 norm and PSP-entropy of first, second and higher order (Sections 4, 5.3; Fig. 3, 4).
+"""PSP-entropy of first, second and higher order (Sections 4, 5.3; Fig. 4).
 
 A PSP is the input of an ``nn.ReLU`` module (one hidden layer); a conv channel at
-one spatial position is one neuron. The quantities are accumulated in one
-streaming pass by the ``Metric`` classes below, which the loss-plane evaluator
-runs for many grid points at once; ``l2`` and ``entropy`` run the same metrics
-for one model. Formulas and counting live in ``psputil.psp.counts``.
+one spatial position is one neuron. The entropy is accumulated in one streaming
+pass by ``PSPEntropy``, which the loss-plane evaluator runs for many grid points at
+once; ``entropy`` runs it for one model (``psp.passes``). Formulas and counting live
+in ``psputil.psp.counts``; the L2 norm in ``psp.l2``.
 
 Second and higher order keep the activity bits of every sample (1 bit per
 neuron and sample, per grid point) and count pairs tile by tile at the end.
+
+Live neurons: ``neurons="live"`` measures the entropy over the neurons that are not
+always off (z > 0 on at least one sample; given as a mask, or found in the same pass):
+first order averages over live neurons, second order over pairs of two live neurons
+(pairs with a dead member are left out), order k over k-subsets of live neurons.
+``psp.measure`` runs several metrics (this, ``PSPL2``, ``psp.Activity``) in one pass.
 """
 
 import math
@@ -16,24 +22,15 @@ from typing import Dict, Optional
 
 import torch
 
-from psputil import checks, models
+from psputil import checks
+from psputil.metrics import Metric
 from psputil.psp import counts
-from psputil.psp.activations import capture_psps, relu_modules
-from psputil.metrics import Metric, check_batch
-from psputil.train import eval_mode
+from psputil.psp.passes import check_layer_names, check_nonempty, run, selected
 
 # Orders >= 3 count the joint states of SUBSETS_PER_CHUNK subsets at a time (``counts.subset_entropy``) in
 # an int64 table of classes x subsets x 2^order entries; an order whose table would exceed this is refused.
 MAX_STATE_TABLE_BYTES = 2**30
 SUBSETS_PER_CHUNK = 64
-
-
-@dataclass
-class L2Result:
-    """Mean over samples of the squared L2 norm of each layer's PSP vector, and their sum."""
-
-    total: float
-    per_layer: Dict[str, float]
 
 
 @dataclass
@@ -50,6 +47,12 @@ class EntropyResult:
         per_class: (orders 1, 2) path -> (N, C), the class-c terms of per_neuron.
         stderr, per_layer_stderr, samples: (order >= 3) standard errors of the
             sampled estimates and the k-subsets drawn per layer.
+        neurons: "all", or "live": every mean is over live neurons (pairs, k-subsets of
+            live neurons) only, per_neuron and per_class hold the live neurons only (in
+            order), a layer with fewer than `order` live neurons is left out of per_layer,
+            and total is NaN when no layer is left.
+        live: (neurons="live") path -> (N,) bool mask over all N neurons of the layer,
+            True = live; per_neuron[path] lists the entropies of ``live[path].nonzero()``.
     """
 
     order: int
@@ -60,38 +63,12 @@ class EntropyResult:
     stderr: float = 0.0
     per_layer_stderr: Dict[str, float] = field(default_factory=dict)
     samples: Dict[str, int] = field(default_factory=dict)
+    neurons: str = "all"
+    live: Optional[Dict[str, torch.Tensor]] = None
 
 
-class PSPL2(Metric):
-    """Sum over layers of the mean squared L2 norm of the PSP vector (Fig. 3)."""
-
-    name = "psp_l2"
-    needs_psps = True
-
-    def __init__(self, layers=None):
-        self.layers = _check_layer_names(layers)
-
-    def init(self, num_points, device):
-        return {"sums": {}, "n": 0, "num_points": num_points, "device": device}
-
-    def update(self, state, outputs, targets, psps):
-        for name, z in _selected(psps, self.layers).items():
-            squared = z.flatten(2).double().square().sum(2).sum(1)  # (P,)
-            state["sums"][name] = state["sums"].get(name, 0) + squared
-        state["n"] += targets.shape[0]
-        return state
-
-    def result(self, state):
-        return self.summarize(state, None)
-
-    def summarize(self, state, point=0):
-        """L2Result of one grid point (point=None: the (P,) totals)."""
-        _check_nonempty(state["n"])
-        per_layer = {name: s / state["n"] for name, s in state["sums"].items()}
-        total = sum(per_layer.values())
-        if point is None:
-            return total
-        return L2Result(float(total[point]), {name: float(v[point]) for name, v in per_layer.items()})
+NEURON_SETS = ("all", "live")
+ROW_CHUNK = 4096  # samples unpacked at a time when live neurons are selected from the activity bits
 
 
 class PSPEntropy(Metric):
@@ -104,26 +81,35 @@ class PSPEntropy(Metric):
         layers: relu module paths to analyse (None: all).
         block_size: neurons per tile side of the pair matrix (order 2).
         samples, seed: k-subsets drawn per layer and their seed (order >= 3).
+        neurons: "all" (every neuron of the layer) or "live" (only neurons that are not always
+            off; see the module docstring). The metric's name gets the suffix "_live".
+        live: with neurons="live", path -> (N,) bool tensor (True = live) used at every point,
+            e.g. ``psp.activity(model, batches).live``; None: each point's own live neurons,
+            those with z > 0 on at least one of the samples seen.
 
     Raises:
         ValueError: an argument of the wrong type or out of range, a lone string or an empty
-            list as `layers`, or an order whose joint-state table exceeds ``MAX_STATE_TABLE_BYTES``.
+            list as `layers`, `live` without neurons="live" or not a dict of 1-D bool tensors,
+            or an order whose joint-state table exceeds ``MAX_STATE_TABLE_BYTES``.
     """
 
     needs_psps = True
 
-    def __init__(self, order=1, num_classes=10, eps=0.0, layers=None, block_size=1024, samples=2000, seed=0):
+    def __init__(self, order=1, num_classes=10, eps=0.0, layers=None, block_size=1024, samples=2000, seed=0,
+                 neurons="all", live=None):
         order = checks.integer("order", order, low=1)
         self.num_classes = checks.integer("num_classes", num_classes, low=2)
         self.eps = checks.number("eps", eps, 0.0, 0.5, high_open=True)
-        self.layers = _check_layer_names(layers)
+        self.layers = check_layer_names(layers)
         self.block_size = checks.integer("block_size", block_size, low=1)
         self.samples = checks.integer("samples", samples, low=2 if order >= 3 else 1)  # >= 3: a standard error
         self.seed = checks.integer("seed", seed, low=0)
         if order >= 3:
             check_state_table(order, self.num_classes, self.samples)
         self.order = order
-        self.name = f"psp_entropy{order}"
+        self.neurons = checks.choice("neurons", neurons, NEURON_SETS)
+        self.live = _check_live(live, self.neurons)
+        self.name = f"psp_entropy{order}" + ("_live" if self.neurons == "live" else "")
 
     def init(self, num_points, device):
         return {
@@ -136,7 +122,7 @@ class PSPEntropy(Metric):
         state["class_sizes"] += onehot.sum(0).double()
         if self.order >= 2:
             state["labels"].append(targets.long())
-        for name, z in _selected(psps, self.layers).items():
+        for name, z in selected(psps, self.layers).items():
             active = z.flatten(2) > 0  # (P, B, N)
             state["shapes"][name] = active.shape[2]
             ones = counts.active_counts(active, onehot)
@@ -152,36 +138,78 @@ class PSPEntropy(Metric):
     def summarize(self, state, point=0):
         """EntropyResult of grid point `point`."""
         sizes = state["class_sizes"]
-        _check_nonempty(int(sizes.sum()))
+        check_nonempty(int(sizes.sum()))
+        keep = self._kept(state, point)
+        ones = {n: o[point] if keep is None else o[point][keep[n]] for n, o in state["ones"].items()}
         if self.order == 1:
-            per_class = {n: counts.first_order_entropy(o[point], sizes, self.eps) for n, o in state["ones"].items()}
-            return _from_per_class(1, per_class, weights={n: pc.shape[0] for n, pc in per_class.items()})
+            per_class = {n: counts.first_order_entropy(o, sizes, self.eps) for n, o in ones.items() if len(o)}
+            return self._result(per_class, keep, weights={n: pc.shape[0] for n, pc in per_class.items()})
         labels = torch.cat(state["labels"])
+        packed = {n: self._bits(state, n, point, keep) for n in state["bits"]}
         if self.order == 2:
             per_class = {}
-            for name, chunks in state["bits"].items():
-                neurons = state["shapes"][name]
+            for name, bits in packed.items():
+                neurons = len(ones[name])
                 if neurons < 2:
-                    continue  # a layer of one neuron has no pairs
-                packed, offsets = counts.group_by_class(torch.cat([c[point] for c in chunks]), labels, self.num_classes)
-                sums = counts.pair_entropy_sums(packed, offsets, neurons, state["ones"][name][point], self.eps, self.block_size)
+                    continue  # a layer of one (live) neuron has no pairs
+                grouped, offsets = counts.group_by_class(bits, labels, self.num_classes)
+                sums = counts.pair_entropy_sums(grouped, offsets, neurons, ones[name], self.eps, self.block_size)
                 per_class[name] = sums / (neurons - 1)
-            return _from_per_class(2, per_class, weights={n: pc.shape[0] * (pc.shape[0] - 1) for n, pc in per_class.items()})
-        return self._sampled(state, point, labels)
+            weights = {n: pc.shape[0] * (pc.shape[0] - 1) for n, pc in per_class.items()}
+            return self._result(per_class, keep, weights)
+        result = self._sampled(state, packed, {n: len(o) for n, o in ones.items()}, labels)
+        result.neurons, result.live = self.neurons, keep
+        return result
 
-    def _sampled(self, state, point, labels):
+    def _kept(self, state, point):
+        """None (all neurons), or path -> (N,) bool mask of the live neurons at `point`."""
+        if self.neurons == "all":
+            return None
+        if self.live is None:  # live: active on at least one sample seen at this point
+            return {n: o[point].sum(-1) > 0 for n, o in state["ones"].items()}
+        missing = [n for n in state["ones"] if n not in self.live]
+        if missing:
+            raise ValueError(f"live has no mask for the analysed layers {missing}; give one (N,) bool tensor per "
+                             f"layer, e.g. psp.activity(model, batches).live")
+        keep = {}
+        for name, shape in state["shapes"].items():
+            mask = self.live[name].to(state["ones"][name].device)
+            if mask.shape != (shape,):
+                raise ValueError(f"live[{name!r}] has shape {tuple(mask.shape)} but layer {name!r} has {shape} "
+                                 f"neurons; expected a bool tensor of shape ({shape},)")
+            keep[name] = mask
+        return keep
+
+    def _bits(self, state, name, point, keep):
+        """Packed activity bits of one layer at `point`, only the kept neurons' when `keep` is given."""
+        bits = torch.cat([c[point] for c in state["bits"][name]])
+        if keep is None or bool(keep[name].all()):
+            return bits
+        columns, neurons = keep[name].nonzero().squeeze(1), state["shapes"][name]
+        return torch.cat([counts.pack_bits(counts.unpack_bits(bits[i : i + ROW_CHUNK], 0, neurons, torch.uint8)
+                                           [:, columns].bool()) for i in range(0, len(bits), ROW_CHUNK)])
+
+    def _result(self, per_class, keep, weights):
+        if keep is not None and not per_class:  # no layer has `order` live neurons: nothing to average
+            return EntropyResult(self.order, math.nan, {}, {}, {}, neurons="live", live=keep)
+        result = _from_per_class(self.order, per_class, weights)
+        result.neurons, result.live = self.neurons, keep
+        return result
+
+    def _sampled(self, state, packed, sizes, labels):
         generator = torch.Generator().manual_seed(self.seed)
         means, errors, weights, drawn = {}, {}, {}, {}
-        for name, chunks in state["bits"].items():
-            neurons = state["shapes"][name]
+        for name, bits in packed.items():
+            neurons = sizes[name]
             if neurons < self.order:
                 continue  # no k-subsets in this layer
             subsets = counts.random_subsets(neurons, self.order, self.samples, generator)
-            packed = torch.cat([c[point] for c in chunks])
-            values = counts.subset_entropy(packed, labels, state["class_sizes"], subsets.to(packed.device), self.eps)
+            values = counts.subset_entropy(bits, labels, state["class_sizes"], subsets.to(bits.device), self.eps)
             means[name], errors[name] = float(values.mean()), float(values.std() / math.sqrt(len(values)))
             weights[name], drawn[name] = math.comb(neurons, self.order), len(values)
         if not means:
+            if self.neurons == "live":
+                return EntropyResult(self.order, math.nan, {})
             raise ValueError(f"no analysed layer has at least {self.order} neurons for order {self.order}")
         total_weight = sum(weights.values())
         total = sum(means[n] * weights[n] for n in means) / total_weight
@@ -189,63 +217,30 @@ class PSPEntropy(Metric):
         return EntropyResult(self.order, total, means, stderr=stderr, per_layer_stderr=errors, samples=drawn)
 
 
-def l2(model, batches, layers=None):
-    """PSP L2 norm of `model` over `batches` of (inputs, targets): ``.total``, ``.per_layer``.
-
-    Raises:
-        ValueError: bad `layers` (see ``entropy``), or a batch that the model cannot take.
-    """
-    metric = PSPL2(layers)
-    return metric.summarize(_run(model, batches, metric))
-
-
-def entropy(model, batches, order=1, num_classes=10, eps=0.0, layers=None, block_size=1024, samples=2000, seed=0):
+def entropy(model, batches, order=1, num_classes=10, eps=0.0, layers=None, block_size=1024, samples=2000, seed=0,
+            neurons="all", live=None):
     """PSP-entropy of `model` over `batches` of (inputs, targets), in bits, in one pass.
 
     Args:
         model: network whose hidden activations are ``nn.ReLU`` modules (left unchanged).
         batches: iterable of (inputs, targets), targets integer labels < num_classes.
         order, num_classes, eps, layers, block_size, samples, seed: as ``PSPEntropy``.
+        neurons: "all", or "live": means over the neurons that are not always off (pairs and
+            k-subsets of live neurons only); see ``EntropyResult``.
+        live: with neurons="live", path -> (N,) bool mask of the live neurons (e.g. from
+            ``psp.activity`` on other data); None: the live neurons of these batches.
 
     Returns:
         ``EntropyResult`` (per_neuron and per_class for orders 1 and 2; standard
-        errors and sample counts for order >= 3).
+        errors and sample counts for order >= 3; the live masks for neurons="live").
 
     Raises:
         ValueError: a bad argument (checked before any forward pass: see ``PSPEntropy``); an
             unknown layer name; a batch whose inputs do not have the model's input shape or whose
             labels are not integer class indices in [0, num_classes) (``data.check_split``); no samples.
     """
-    metric = PSPEntropy(order, num_classes, eps, layers, block_size, samples, seed)
-    return metric.summarize(_run(model, batches, metric))
-
-
-def _run(model, batches, metric):
-    """One pass in eval mode without gradients, the model's modes restored afterwards.
-
-    Every batch is checked (inputs against the model's input shape, labels against the
-    metric's classes) before the model sees it.
-    """
-    names = [name for name, _ in relu_modules(model)]
-    if metric.layers is not None:
-        _check_layers(metric.layers, names)
-    if isinstance(batches, (str, bytes, torch.Tensor)) or not hasattr(batches, "__iter__"):
-        raise ValueError(f"batches must be an iterable of (inputs, targets) pairs, such as "
-                         f"split.batches(100) or [(x, y)], got {type(batches).__name__}")
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    state, sink = metric.init(1, device), {}
-    num_classes = getattr(metric, "num_classes", None)  # None (the L2 norm): labels are only counted
-    with eval_mode(model), torch.no_grad(), capture_psps(model, sink):
-        for index, batch in enumerate(batches):
-            inputs, targets = check_batch(batch, num_classes, models.input_shape(model), f"batch {index}")
-            if len(targets) == 0:
-                continue
-            sink.clear()
-            outputs = model(inputs.to(device))
-            psps = {name: z.unsqueeze(0) for name, z in sink.items()}
-            state = metric.update(state, outputs.unsqueeze(0), targets.to(device), psps)
-    return state
+    metric = PSPEntropy(order, num_classes, eps, layers, block_size, samples, seed, neurons, live)
+    return metric.summarize(run(model, batches, [metric])[0])
 
 
 def check_state_table(order, num_classes, samples):
@@ -275,32 +270,20 @@ def _bytes(count):
         count /= 1024
 
 
-def _check_layer_names(layers):
-    """None (every ReLU layer) or a tuple of relu module paths; a lone string or an empty list is refused."""
-    if layers is not None and not isinstance(layers, str) and hasattr(layers, "__len__") and len(layers) == 0:
-        raise ValueError("layers is empty: pass None to analyse every ReLU layer, or relu module paths such as "
-                         "['relu1'] (names as in model.named_modules())")
-    return checks.names("layers", layers, optional=True)
-
-
-def _selected(psps, layers):
-    if psps is None:
-        raise ValueError("PSP metrics need the PSPs: the evaluator must pass psps (needs_psps=True)")
-    if layers is None:
-        return psps
-    _check_layers(layers, list(psps))
-    return {name: psps[name] for name in layers}
-
-
-def _check_layers(layers, names):
-    unknown = [name for name in layers if name not in names]
-    if unknown:
-        raise ValueError(f"unknown relu layers {unknown}; valid: {names}")
-
-
-def _check_nonempty(num_samples):
-    if num_samples == 0:
-        raise ValueError("the data yielded no samples; expected an iterable of (inputs, targets) batches")
+def _check_live(live, neurons):
+    """None, or a dict relu path -> 1-D bool tensor; only with neurons="live"."""
+    if live is None:
+        return None
+    if neurons != "live":
+        raise ValueError('live masks are only used with neurons="live"; pass neurons="live" or drop live')
+    if not isinstance(live, dict) or not live:
+        raise ValueError(f"live must be a non-empty dict relu path -> (N,) bool tensor, got {type(live).__name__}")
+    for name, mask in live.items():
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 1:
+            got = (f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor)
+                   else type(mask).__name__)
+            raise ValueError(f"live[{name!r}] must be a 1-D bool tensor (one entry per neuron), got {got}")
+    return dict(live)
 
 
 def _from_per_class(order, per_class, weights):
