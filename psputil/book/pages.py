@@ -344,3 +344,21 @@ def parse_setup(name, profile="quick"):
     from psputil.experiments import setups
 
     return setups.setup(str(name), profile)
+
+
+def say(name, value, fmt="{:.2f}", missing="not computed"):
+    """Glue a computed value as text for the page's prose (``{glue:text}`name```), never a typed-in number.
+
+    Args:
+        value: a number (formatted with `fmt`), a string (as is), or None/NaN (`missing`).
+    """
+    from myst_nb import glue
+
+    if isinstance(value, str):
+        text = value
+    elif value is None or (isinstance(value, float) and value != value):
+        text = missing
+    else:
+        text = fmt.format(value)
+    glue(name, text, display=False)
+    return text

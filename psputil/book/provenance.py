@@ -23,8 +23,6 @@ import sys
 from psputil import data, paths, store
 
 # The run-store stage each stage config is saved under (psputil.experiments.runs, analysis, transfer.study).
-STAGES = {"DenseRun": "dense", "LobsterRun": "lobster", "OneShotRun": "oneshot", "ControlRun": "control",
-          "PlaneConfig": "plane", "TransferRun": "transfer"}
 LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "matplotlib", "ipywidgets", "papermill", "myst-nb",
              "jupyter-book", "psputil")
 
@@ -57,7 +55,7 @@ def run_keys(results):
     """ "stage/key" of each stage config (or ``(stage, config)`` pair) in `results`, in order, without repeats.
 
     Raises:
-        ValueError: a config of a type ``STAGES`` does not know, given without its stage.
+        ValueError: a config whose type declares no ``STAGE``, given without its stage.
     """
     keys = []
     for item in results:
@@ -65,10 +63,10 @@ def run_keys(results):
             stage, config = item
         else:
             config = item
-            stage = STAGES.get(type(config).__name__)
+            stage = getattr(type(config), "STAGE", None)
             if stage is None:
-                raise ValueError(f"no run-store stage known for {type(config).__name__}; pass (stage, config), "
-                                 f"e.g. ('curvature', plane_config). Known: {', '.join(STAGES)}")
+                raise ValueError(f"{type(config).__name__} declares no run-store STAGE; pass (stage, config), "
+                                 "e.g. ('curvature', plane_config)")
         key = f"{store.check_name('stage', stage)}/{store.key(config)}"
         if key not in keys:
             keys.append(key)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from psputil import checks, hessian, landscape, pruning, psp
 from psputil.experiments import runs
+from psputil.pruning import lobster
 from psputil.experiments.units import DenseRun, LobsterRun, OneShotRun, load_splits
 from psputil.metrics import Error, Loss
 
@@ -55,6 +56,7 @@ def pair(setup, rate, seed):
 class PlaneConfig:
     """What defines the plane analyses of one pair."""
 
+    STAGE: ClassVar[str] = "plane"  # its folder in the run store
     VERSION: ClassVar[int] = 1
 
     pair: Pair
@@ -100,6 +102,21 @@ def reached(ctx, setup, rates, seeds):
     top = min(max((row["sparsity"] for row in s["levels"]), default=0.0) for s in summaries)
     wanted = sorted(float(r) for r in rates)
     return [r for r in wanted if r <= top], [r for r in wanted if r > top]
+
+
+def distinct_rates(ctx, setup, rates, seeds):
+    """(rates every seed reached that fall on distinct levels of the first seed's run, skipped rates).
+
+    Two rates on one level would give the same G (and the same masks) twice.
+    """
+    candidates, skipped = reached(ctx, setup, rates, seeds)
+    levels = runs.lobster(ctx, [setup.lobster_run(seeds[0])])[0]["levels"]
+    out, seen = [], set()
+    for rate in candidates:
+        index = lobster.level_at(levels, rate)
+        (skipped if index in seen else out).append(rate)
+        seen.add(index)
+    return out, sorted(skipped)
 
 
 def oneshot_run(ctx, config_pair):

@@ -38,6 +38,7 @@ ROLES = ("G", "1-S")
 class FactsConfig:
     """What the facts of one pair depend on (the run key of stage ``FACTS``)."""
 
+    STAGE: ClassVar[str] = "facts"  # its folder in the run store
     VERSION: ClassVar[int] = 1
 
     pair: analysis.Pair

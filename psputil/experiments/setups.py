@@ -98,7 +98,7 @@ def _smoke(name):
     train = TrainConfig(epochs=2, lr=0.05 if resnet else 0.1, batch_size=100, momentum=0.9 if resnet else 0.0,
                         augment=resnet)
     lob = LobsterConfig(lam=5e-3, twt=0.1, pwe=1, target=80.0, reset_lr=True)
-    return Setup(name, "smoke", model, data, train, lob, dataclasses.replace(train, epochs=20), (30.0, 60.0), 2, 2)
+    return Setup(name, "smoke", model, data, train, lob, dataclasses.replace(train, epochs=20), (50.0, 80.0), 2, 2)
 
 
 def _quick(name):

@@ -27,6 +27,7 @@ GPU_SHARE = {"lenet300": 0.25, "lenet5": 0.25, "resnet32": 1.0}  # of one GPU pe
 class DenseRun:
     """Dense training of ``models.build(model, seed=seed)``: the dense baseline and the start of 1-S."""
 
+    STAGE: ClassVar[str] = "dense"  # its folder in the run store
     VERSION: ClassVar[int] = 1
 
     model: str
@@ -45,6 +46,7 @@ class DenseRun:
 class LobsterRun:
     """One LOBSTER run from ``models.build(model, seed=seed)``: G at every compression level."""
 
+    STAGE: ClassVar[str] = "lobster"  # its folder in the run store
     VERSION: ClassVar[int] = 2  # 2: authors' plateau rule and lr schedule, G = best network at each level
 
     model: str
@@ -62,6 +64,7 @@ class LobsterRun:
 class OneShotRun:
     """1-S: the dense run pruned in one shot to `sparsity`, rewound, retrained with its ``train`` config."""
 
+    STAGE: ClassVar[str] = "oneshot"  # its folder in the run store
     VERSION: ClassVar[int] = 1
 
     dense: DenseRun
@@ -75,6 +78,7 @@ class OneShotRun:
 class ControlRun:
     """A Section 5.1 retraining control from G's mask at the level reaching `rate`."""
 
+    STAGE: ClassVar[str] = "control"  # its folder in the run store
     VERSION: ClassVar[int] = 1
 
     lobster: LobsterRun  # whose G gives the mask (and, for "lottery", the original init)

@@ -19,7 +19,6 @@ from psputil import checks, models, pruning
 from psputil.data import DataConfig
 from psputil.experiments import analysis, runs, setups
 from psputil.experiments.units import load_splits
-from psputil.pruning import lobster
 from psputil.scale import sweep
 from psputil.transfer import units
 from psputil.transfer.probe import FINETUNE, PROBE
@@ -100,18 +99,6 @@ def resolve(ctx, source):
     return result["state"], result["mask"]
 
 
-def usable_rates(ctx, setup, rates, seeds):
-    """(rates every seed reached, each on a distinct level of seed 0's run; skipped rates)."""
-    reached, skipped = analysis.reached(ctx, setup, rates, seeds)
-    out, levels = [], set()
-    first = runs.lobster(ctx, [setup.lobster_run(seeds[0])])[0]
-    for rate in reached:
-        index = lobster.level_at(first["levels"], rate)
-        (skipped if index in levels else out).append(rate)
-        levels.add(index)
-    return out, sorted(skipped)
-
-
 def run_pair(ctx, setup, target, rates, seeds, kinds=units.SOURCE_KINDS, probe=PROBE, finetune=None,
              entropy_samples=1000, order2_max_neurons=4096):
     """Every source of `setup` probed on `target`: (result rows, skipped rates).
@@ -120,7 +107,7 @@ def run_pair(ctx, setup, target, rates, seeds, kinds=units.SOURCE_KINDS, probe=P
     """
     units.check_pair(setup.model, target.name)
     load_splits(target, ctx.device_name)  # a missing target fails here, before any training
-    rates, skipped = usable_rates(ctx, setup, rates, list(seeds))
+    rates, skipped = analysis.distinct_rates(ctx, setup, rates, list(seeds))
     chosen = sources(setup, rates, seeds, kinds)
     # Compute the upstream runs as sweeps first (in parallel on a pool or Ray), then resolve each source.
     runs.lobster(ctx, [setup.lobster_run(s) for s in seeds])

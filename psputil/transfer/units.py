@@ -71,6 +71,7 @@ class Source:
 class TransferRun:
     """One source probed on one target (the unit of work of this chapter)."""
 
+    STAGE: ClassVar[str] = "transfer"  # its folder in the run store
     VERSION: ClassVar[int] = 2
 
     source: Source
