@@ -326,7 +326,22 @@ def fit(model, data, config, seed=0, device="auto", hooks=(), progress=True, des
 
 
 def _train_epoch(state, hooks, augment, device):
-    """One pass over the training split, then validation; returns the epoch's record."""
+    """One pass over the training split, then validation; returns the epoch's record.
+
+    On the CPU a model with convolutions trains channels-last (oneDNN's convolutions and
+    pooling are 2-8x faster so) and goes back to the standard layout after the epoch.
+    """
+    channels_last = device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in state.model.modules())
+    if not channels_last:
+        return _run_epoch(state, hooks, augment, device)
+    state.model.to(memory_format=torch.channels_last)
+    try:
+        return _run_epoch(state, hooks, augment, device)
+    finally:
+        state.model.to(memory_format=torch.contiguous_format)
+
+
+def _run_epoch(state, hooks, augment, device):
     model, optimizer, config, data = state.model, state.optimizer, state.config, state.data
     start = time.perf_counter()
     model.train()

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from psputil.hessian import HessianOperator, largest_eigenvalues, top_eigenvalues
+import numpy as np
+
+from psputil.hessian import HessianOperator, gradient_norm, largest_eigenvalues, top_eigenpairs, top_eigenvalues
 
 
 def tiny_mlp(seed=0, batchnorm=False):
@@ -30,6 +32,11 @@ def random_mask(model, keep=0.7, seed=2):
 
 def explicit_eigenvalues(model, batches, mask=None):
     """All eigenvalues (descending) of the float64 Hessian of the mean eval-mode loss on the free entries."""
+    return torch.linalg.eigvalsh(explicit_hessian(model, batches, mask)).flip(0)
+
+
+def explicit_hessian(model, batches, mask=None, gradient=False):
+    """The float64 Hessian (or gradient) of the mean eval-mode loss, restricted to the free entries."""
     model = copy.deepcopy(model).double().eval()
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
@@ -44,10 +51,12 @@ def explicit_eigenvalues(model, batches, mask=None):
         return F.cross_entropy(functional_call(model, params, (x,)), y)
 
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    hessian = torch.autograd.functional.hessian(loss, flat)
     mask = mask or {}
     free = torch.cat([mask.get(n, torch.ones(s, dtype=torch.bool)).reshape(-1) for n, s in zip(names, shapes)])
-    return torch.linalg.eigvalsh(hessian[free][:, free]).flip(0)
+    if gradient:
+        return torch.autograd.functional.jacobian(loss, flat)[free]
+    hessian = torch.autograd.functional.hessian(loss, flat)
+    return hessian[free][:, free]
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -133,3 +142,64 @@ def test_unused_parameter_is_a_zero_block():
     model = tiny_mlp()
     values = top_eigenvalues(WithSpare(model), F.cross_entropy, data(), k=3)
     torch.testing.assert_close(torch.tensor(values), torch.tensor(top_eigenvalues(model, F.cross_entropy, data(), k=3)), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_eigenpairs_and_residuals(masked):
+    model = tiny_mlp()
+    mask = random_mask(model) if masked else None
+    pairs = top_eigenpairs(model, F.cross_entropy, data(), k=3, mask=mask, tol=1e-8)
+    hessian = explicit_hessian(model, data(), mask)
+    values, vectors = torch.linalg.eigh(hessian)
+    torch.testing.assert_close(torch.tensor(pairs.values, dtype=torch.float64), values.flip(0)[:3], rtol=1e-4, atol=0)
+    ours = torch.tensor(pairs.vectors)
+    assert ours.shape == (hessian.shape[0], 3)
+    for i in range(3):
+        overlap = abs(float(ours[:, i] @ vectors[:, -1 - i]))
+        assert overlap == pytest.approx(1.0, abs=1e-4)  # the same eigenvector up to sign
+        explicit = float(torch.linalg.norm(hessian @ ours[:, i] - pairs.values[i] * ours[:, i]))
+        assert pairs.residuals[i] == pytest.approx(explicit, abs=1e-5)  # float32 products: ~1e-6 absolute
+        assert pairs.residuals[i] < 1e-4 * abs(pairs.values[i])
+    assert pairs.hvps > 3
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradient_norm(masked):
+    model = tiny_mlp()
+    mask = random_mask(model) if masked else None
+    expected = float(torch.linalg.norm(explicit_hessian(model, data(), mask, gradient=True)))
+    assert gradient_norm(model, F.cross_entropy, data(), mask=mask) == pytest.approx(expected, rel=1e-5)
+
+
+def test_feature_major_products_match():
+    model = tiny_mlp()
+    v = np.random.default_rng(0).standard_normal(sum(p.numel() for p in model.parameters()))
+    plain = HessianOperator(model, F.cross_entropy, data(), feature_major=False) @ v
+    major = HessianOperator(model, F.cross_entropy, data()) @ v
+    np.testing.assert_allclose(major, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_data_and_arguments():
+    model = tiny_mlp()
+    x, y = data()[0]
+    cases = [
+        ([(x, y.clone().fill_(4))], "must lie in \\[0, 4\\)"),  # 4 outputs: labels 0..3
+        ([(x, y.float())], "integer class indices"),
+        ([(torch.randn(13, 5), y)], "cannot take the inputs"),
+        ([(x, y[:5])], "13 inputs but 5 targets"),
+        ([x], "pair of tensors"),
+        (5, "iterable"),
+    ]
+    for batches, message in cases:
+        with pytest.raises(ValueError, match=message):
+            top_eigenvalues(model, F.cross_entropy, batches, k=2)
+    with pytest.raises(ValueError, match="labels"):
+        gradient_norm(model, F.cross_entropy, [(x, y + 10)])
+    for kwargs, message in [({"seed": -1}, "seed"), ({"tol": float("nan")}, "tol"), ({"ncv": 2, "k": 2}, "ncv"),
+                            ({"maxiter": 0}, "maxiter")]:
+        with pytest.raises(ValueError, match=message):
+            top_eigenvalues(model, F.cross_entropy, data(), **{"k": 2, **kwargs})
+    with pytest.raises(ValueError, match="loss_fn"):
+        top_eigenvalues(model, "cross_entropy", data(), k=2)
+    # a regression loss with float targets is not a classification: no label check
+    assert len(top_eigenvalues(model, lambda out, t: ((out - t) ** 2).mean(), [(x, torch.randn(13, 4))], k=2)) == 2

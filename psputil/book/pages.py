@@ -361,4 +361,12 @@ def say(name, value, fmt="{:.2f}", missing="not computed"):
     else:
         text = fmt.format(value)
     glue(name, text, display=False)
-    return text
+
+
+def show(figure):
+    """Display a matplotlib figure once and close it (so the notebook does not draw it a second time)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(figure)
+    plt.close(figure)

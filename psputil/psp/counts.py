@@ -8,7 +8,11 @@ Tensor-level helpers shared by the model-level functions and the grid metrics of
   activity of the class-c samples); the other joint counts follow exactly:
   ``n10 = n1_i - n11``, ``n01 = n1_j - n11``, ``n00 = n_c - n1_i - n1_j + n11``.
   The pair matrix is computed tile by tile (``block_size`` neurons a side) from
-  bit-packed activities, so memory is O(samples x neurons / 8 + block_size^2).
+  bit-packed activities, so memory is O(samples x neurons / 8 + block_size^2 +
+  block_size x samples) (the last: two per-row look-up tables per class, which cut
+  the entropy of a pair to two gathers; ``ROW_TABLE_BYTES`` caps them). Pair
+  entropies are summed in fixed point (integers of 2^-28 bits): exact and
+  independent of the tiling.
 * Order k >= 3: joint counts of random k-subsets with one ``bincount``.
 
 Probabilities of every joint state are clamped to [eps, 1 - eps] independently
@@ -105,61 +109,126 @@ def pair_entropy_sums(packed, offsets, num_neurons, ones, eps=0.0, block_size=10
         num_neurons: N.
         ones: (N, C) counts of active samples per neuron and class.
         eps: clamp of each of the four joint-state probabilities.
-        block_size: neurons per tile side; the result does not depend on it.
+        block_size: neurons per tile side; the result does not depend on it (bit for bit).
 
     Only tiles on or above the diagonal are computed (H is symmetric); a tile
     adds its row sums to its rows and, off the diagonal, its column sums to its
-    columns. Counts need one float32 product per class and tile; the entropy
-    terms are looked up by integer count in a per-class table of ``neg_plogp``.
+    columns. Counts need one float32 product per class and tile. The entropy of a
+    pair is two look-ups in per-row tables (``_row_tables``), in fixed point: every
+    term is an integer number of 2^-28 bits (rounding error < 2^-29 bits per term),
+    so the sums are exact integers whatever their order or the tiling.
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     sizes = [offsets[c + 1] - offsets[c] for c in range(len(offsets) - 1)]
-    count_dtype = torch.float32 if max(sizes) < _EXACT_FLOAT32 else torch.float64
+    small = max(sizes) < _MAGIC_LIMIT  # counts fit the float32 trick of ``_counts``
+    count_dtype = torch.float32 if small else torch.float64
     device = packed.device
-    # -p log2 p for every possible count k of a class: p = k / n_c (clamped); a gather replaces the logs
-    tables = [neg_plogp(torch.arange(size + 1, dtype=torch.float64, device=device) / max(size, 1), eps) for size in sizes]
+    # -p log2 p for every possible count k of a class: p = k / n_c (clamped); gathers replace the logs
+    tables = [_fixed_point(neg_plogp(torch.arange(size + 1, dtype=torch.float64, device=device) / max(size, 1), eps))
+              for size in sizes]
     ones = ones.round().to(torch.int32)
-    sums = torch.zeros(num_neurons, len(sizes), dtype=torch.float64, device=device)
+    sums = torch.zeros(num_neurons, len(sizes), dtype=torch.int64, device=device)
+    per_row_bytes = 8 * sum(size + 1 for size in sizes)  # two int32 tables per class
+    unpacked = {}  # block start -> unpacked block, kept while they fit in UNPACKED_BYTES
+    keep = packed.shape[0] * num_neurons * torch.finfo(count_dtype).bits // 8 <= UNPACKED_BYTES
+
+    def block(start, stop):
+        if start in unpacked:
+            return unpacked[start]
+        values = unpack_bits(packed, start, stop, count_dtype)
+        if keep:
+            unpacked[start] = values
+        return values
+
     for i0 in range(0, num_neurons, block_size):
         i1 = min(i0 + block_size, num_neurons)
-        block_i = unpack_bits(packed, i0, i1, count_dtype)
+        block_i = block(i0, i1)
+        unpacked.pop(i0, None)  # no later row block reads it
+        by_row = (i1 - i0) * per_row_bytes <= ROW_TABLE_BYTES
+        row_tables = [_row_tables(tables[c], ones[i0:i1, c], size) if by_row and size else None
+                      for c, size in enumerate(sizes)]
         for j0 in range(i0, num_neurons, block_size):
             j1 = min(j0 + block_size, num_neurons)
-            block_j = block_i if j0 == i0 else unpack_bits(packed, j0, j1, count_dtype)
+            block_j = block_i if j0 == i0 else block(j0, j1)
             for c, size in enumerate(sizes):
                 if size == 0:
                     continue
                 rows = slice(offsets[c], offsets[c + 1])
-                n11 = block_i[rows].T @ block_j[rows]
-                h = pair_tile_entropy(n11, ones[i0:i1, c], ones[j0:j1, c], size, tables[c])
-                if j0 == i0:
-                    h.fill_diagonal_(0.0)
+                n11, base = _counts(block_i[rows], block_j[rows], small)
+                if by_row:
+                    h = _tile_by_rows(n11, base, row_tables[c], ones[j0:j1, c], size + 1)
                 else:
-                    sums[j0:j1, c] += h.sum(0)
-                sums[i0:i1, c] += h.sum(1)
-    return sums
+                    h = _tile_direct(n11, base, ones[i0:i1, c], ones[j0:j1, c], size, tables[c])
+                if j0 == i0:
+                    h.fill_diagonal_(0)
+                else:
+                    sums[j0:j1, c] += h.sum(0, dtype=torch.int64)  # no conversion pass: h is int64
+                sums[i0:i1, c] += h.sum(1, dtype=torch.int64)
+    return sums.double() / _SCALE  # exact: a power of two
 
 
-def pair_tile_entropy(n11, ones_i, ones_j, size, table):
-    """Joint entropy (bits) of the states of neurons i (rows) and j (columns) in one class.
+# Fixed point of the entropy terms: a pair's four terms (each <= 0.531 bits) stay below 2^31.
+_SCALE = 2.0**28
+# float32 2^23 + k holds the integer k < 2^23 in its low mantissa bits: the count matrix comes
+# out of the product already as integers (bit pattern 0x4B000000 + k), with no conversion pass.
+_MAGIC_LIMIT = 2**23
+_MAGIC_BITS = 0x4B000000
+ROW_TABLE_BYTES = 256 * 2**20  # memory for the per-row tables of one row block (else 4 look-ups per pair)
+UNPACKED_BYTES = 256 * 2**20  # unpacked activities of a layer kept between tiles when they fit (else unpacked per tile)
 
-    Args:
-        n11: (Ti, Tj) counts of both active; ones_i, ones_j: int32 counts of each active;
-        size: class samples; table: ``neg_plogp(k / size, eps)`` for k = 0..size.
+
+def _fixed_point(values):
+    """float64 bits -> int32 multiples of 2^-28 bits (rounded)."""
+    return torch.round(values * _SCALE).to(torch.int32)
+
+
+def _counts(a, b, small):
+    """(``a^T b`` as int32 plus `base`, base) for 0/1 columns: both-active counts of a tile in one class."""
+    if small:
+        magic = torch.full((), float(_MAGIC_LIMIT), dtype=a.dtype, device=a.device)
+        return torch.addmm(magic, a.T, b).view(torch.int32), _MAGIC_BITS
+    return (a.T @ b).round_().to(torch.int32), 0
+
+
+def _row_tables(table, ones_i, size):
+    """Per row i of a block, (Ti * (size + 1),) int32 tables R and S, flattened row-major.
+
+    ``R_i(k) = T(k) + T(n1_i - k)`` covers the states (1, 1) and (1, 0) of a pair with
+    k = n11; ``S_i(u) = T(u) + T(size - n1_i - u)`` covers (0, 1) and (0, 0) with
+    u = n01 = n1_j - k, since n00 = size - n1_i - u. Entries that no pair can reach
+    (k > n1_i, u > size - n1_i) are clamped look-ups, never read.
     """
-    n11 = n11.to(torch.int32)
-    n10 = ones_i[:, None] - n11
-    n01 = ones_j[None, :] - n11
-    n00 = n01.neg().add_((size - ones_i)[:, None])
-    h = _lookup(table, n11)
-    for counts in (n10, n01, n00):
-        h += _lookup(table, counts)
+    k = torch.arange(size + 1, dtype=torch.int32, device=table.device)
+    out = []
+    for first in (ones_i, size - ones_i):
+        rest = (first[:, None] - k).clamp_(0, size)
+        out.append(table.index_select(0, rest.view(-1)).view(rest.shape).add_(table).view(-1))
+    return tuple(out)
+
+
+def _tile_by_rows(n11, base, tables, ones_j, width):
+    """Fixed-point pair entropies (Ti, Tj) int32 of one tile and class, two look-ups per pair."""
+    r, s = tables
+    rows = torch.arange(n11.shape[0], dtype=torch.int32, device=n11.device) * width
+    index = n11 + (rows - base)[:, None]  # i * width + k
+    first = r.index_select(0, index.view(-1))
+    torch.sub((rows + base)[:, None], n11, out=index)
+    index += ones_j[None, :]  # i * width + n1_j - k
+    # the sum lands in int64 (one pass), so the tile's row and column sums need no conversion
+    return torch.add(first, s.index_select(0, index.view(-1)), out=torch.empty(first.shape, dtype=torch.int64,
+                                                                                 device=first.device)).view(n11.shape)
+
+
+def _tile_direct(n11, base, ones_i, ones_j, size, table):
+    """As ``_tile_by_rows`` with four look-ups per pair in the class table (no per-row tables)."""
+    k = n11 - base
+    h = table.index_select(0, k.view(-1)).view(k.shape).long()
+    h += table.index_select(0, (ones_i[:, None] - k).view(-1)).view(k.shape)
+    n01 = ones_j[None, :] - k
+    h += table.index_select(0, n01.view(-1)).view(k.shape)
+    h += table.index_select(0, n01.neg_().add_((size - ones_i)[:, None]).view(-1)).view(k.shape)
     return h
-
-
-def _lookup(table, counts):
-    return table.index_select(0, counts.flatten()).view(counts.shape)
 
 
 def random_subsets(num_neurons, order, samples, generator):
