@@ -555,7 +555,8 @@ def _missing(name, searched, put_here):
         fixes.append(f"put the extracted CIFAR-10 python version (the folder cifar-10-batches-py) in {put_here}")
     fixes += [
         "let torchvision download it: from Python, data.load(..., download=True); for the book, "
-        "python -m psputil reproduce --download, or papermill ... -p download True",
+        "python -m psputil reproduce --download, papermill ... -p download True, or download: true "
+        "in book/params/<profile>.yaml",
         "or use the embedded offline data set 'mnist-5k'",
     ]
     where = "\n".join(f"  - {s}" for s in searched)

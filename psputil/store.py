@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 from pathlib import Path
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 MAGIC = "psputil-store-object"
 FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.tmp$")
+_TEMP = re.compile(r"\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")  # the end of a temp file's name (after ".<host>")
 
 
 class StoreError(RuntimeError):
@@ -203,14 +204,15 @@ class RunStore:
 def atomic_write(path, write):
     """Write through a temp file in the same folder (fsync, then rename over `path`).
 
-    The temp file is named ``.<name>.<host>.<pid>.tmp`` so that ``remove_stale_temp_files``
-    can tell a dead writer's leftovers from a live one's.
+    The temp file is named ``.<name>.<host>.<pid>.<random>.tmp``: unique per write (two threads
+    may write one object), and ``remove_stale_temp_files`` can tell a dead writer's leftovers
+    from a live one's.
 
     Raises:
         StoreError: the write failed (a full disk, a read-only or missing folder), naming the path.
     """
     path = Path(path)
-    temp = path.parent / f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp"
+    temp = path.parent / f".{path.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         with open(temp, "wb") as f:
             write(f)
@@ -229,8 +231,8 @@ def remove_stale_temp_files(folder):
     """Delete temp files in `folder` left by writers on this host that are no longer running."""
     host = socket.gethostname()
     for entry in Path(folder).glob(".*.tmp"):
-        match = _TEMP.match(entry.name)
-        if match and match["host"] == host and not _alive(int(match["pid"])):
+        match = _TEMP.search(entry.name)
+        if match and entry.name[:match.start()].endswith(f".{host}") and not _alive(int(match["pid"])):
             log.info("removing %s, left by a writer that stopped mid-write", entry)
             entry.unlink(missing_ok=True)
 

@@ -19,9 +19,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from psputil import checks, devices
+from psputil import bars, checks, devices
 from psputil.data import check_split, crop_flip
 
 SCHEDULES = ("none", "step", "plateau")
@@ -305,7 +304,7 @@ def fit(model, data, config, seed=0, device="auto", hooks=(), progress=True, des
             hook.load_state_dict(saved)
     augment = functools.partial(crop_flip, dataset=data.dataset) if config.augment else None
     first = config.epochs + 1 if state.stop_requested else state.epoch + 1
-    bar = tqdm(range(first, config.epochs + 1), desc=desc, disable=not progress, leave=False)
+    bar = bars.bar(range(first, config.epochs + 1), progress, desc=desc, leave=False)
     for epoch in bar:
         state.epoch = epoch
         record = _train_epoch(state, hooks, augment, device)

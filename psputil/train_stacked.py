@@ -48,9 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
-from psputil import devices, train
+from psputil import bars, devices, train
 from psputil.data import crop_flip
 from psputil.pruning.masks import check_mask
 from psputil.pruning.masks import sparsity as pruning_sparsity
@@ -236,7 +235,7 @@ def fit_stacked(model, data, members, device="auto", progress=True, desc=None, s
     augment = (lambda x, g: crop_flip(x, g, dataset=data.dataset)) if config0.augment else None
     results = [{"history": [], "state": None, "error": None} for _ in members]
     epochs = max(m.config.epochs for m in members)
-    bar = tqdm(range(1, epochs + 1), desc=desc or f"train x{len(members)}", disable=not progress, leave=False)
+    bar = bars.bar(range(1, epochs + 1), progress, desc=desc or f"train x{len(members)}", leave=False)
     for epoch in bar:
         stack.drop([i for i in stack.index if members[i].config.epochs < epoch], results)
         if not stack.index:

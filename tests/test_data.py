@@ -166,7 +166,7 @@ def test_missing_data_set_says_where_and_how(tmp_path, monkeypatch, name):
     assert f"data set {name!r} not found" in message and str(tmp_path) in message
     assert "download=True" in message and "mnist-5k" in message
     assert "-p download True" in message and "download: true in book/params/<profile>.yaml" in message
-    assert "--download" not in message  # the CLI has no such option
+    assert "python -m psputil reproduce --download" in message  # an option the CLI has (tests/test_inputs_cli.py)
     if name != "cifar10":
         assert "put the four IDX files" in message and "each .gz or uncompressed" in message
     if name == "fashion-mnist":

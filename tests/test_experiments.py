@@ -171,3 +171,17 @@ def _control_in_empty_store(item):
     run, mask, root = item
     os.environ["PSPUTIL_STORE"] = root
     return units.compute_control(run, mask, "cpu")
+
+
+def test_a_lobster_run_on_a_pool_stores_its_events_as_they_happen_and_matches_in_process(tmp_path, smoke):
+    reference = runs.lobster(make_ctx(tmp_path / "in-process"), [smoke.lobster_run(0)])[0]
+    ctx = make_ctx(tmp_path / "pool", executor="process-pool")
+    saved = []
+    real = ctx.store.save
+    ctx.store.save = lambda stage, config, name, obj: (saved.append(name), real(stage, config, name, obj))[1]
+    try:
+        pooled = runs.lobster(ctx, [smoke.lobster_run(0)])[0]
+    finally:
+        ctx.close()
+    assert saved.index("resume") < saved.index("summary")  # events arrived through the queue before the end
+    assert pooled["levels"] == reference["levels"]

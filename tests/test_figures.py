@@ -126,3 +126,11 @@ def test_caption_numbers_the_figure_and_gives_its_provenance():
     assert html.count("<details") == 1 and block.markdown.startswith("**Figure 3:**")
     with pytest.raises(ValueError, match="provenance lacks commit, wall_time"):
         blocks.figure_caption(1, "x", {k: v for k, v in PROVENANCE.items() if k not in ("commit", "wall_time")})
+
+
+def test_caption_of_many_runs_lists_a_few_and_folds_the_rest():
+    keys = [f"transfer/{i:012x}{0:08x}" for i in range(10)]
+    html = blocks.figure_caption(9, "Many sources.", {**PROVENANCE, "run_keys": keys}).html
+    line, folded = html.split("<details")
+    assert "transfer/000000000005" in line and "transfer/000000000006" not in line and "and 4 more (listed below)" in line
+    assert all(k in folded for k in keys)

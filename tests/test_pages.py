@@ -108,7 +108,7 @@ def test_figure_needs_the_compute_time_and_known_stages(page):
     run = page.setups["lenet300-mnist"].lobster_run(0)
     with pytest.raises(ValueError, match="figure\\(\\) needs seconds"):
         page.figure(1, "x", results=[run])
-    with pytest.raises(ValueError, match="no run-store stage known for Pair; pass \\(stage, config\\)"):
+    with pytest.raises(ValueError, match="Pair declares no run-store STAGE; pass \\(stage, config\\)"):
         page.figure(1, "x", results=[analysis.pair(page.setups["lenet300-mnist"], 30.0, 0)], seconds=1)
     caption = page.figure("2a", "Data named explicitly.", seconds=2.0, data=["lenet300-mnist", "fashion-mnist"],
                           seeds=[7])._repr_html_()

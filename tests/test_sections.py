@@ -14,15 +14,11 @@ import nbformat
 import pytest
 import torch
 
-from psputil import paths, store
-
-from psputil.experiments import analysis
-
-from psputil.book import pages as book
-
+from psputil import paths
 from psputil.book import cli
-
-from psputil.experiments import runs as experiments
+from psputil.book import pages as book
+from psputil.experiments import analysis, minima, plane_study, setups, units
+from psputil.scale import context
 
 REPO = paths.REPO_ROOT
 SECTIONS = ("section5_1", "section5_2", "section5_3", "transfer", "conclusions")
@@ -91,22 +87,25 @@ def test_parameters_cells_hold_the_quick_values_of_every_key():
         assert {"executor", "workers", "ray_address"} <= set(defaults)
 
 
-def test_plane_parameters_agree_across_the_sections_that_share_the_cache():
+def test_plane_parameters_of_every_profile_put_g_and_1s_on_the_grid():
     for profile in book.PROFILES:
-        values = [{k: cli.parameters(profile, n)[k] for k in PLANE_KEYS} for n in ("section5_2", "section5_3", "conclusions")]
-        assert values[0] == values[1] == values[2], f"{profile}: plane parameters differ between notebooks"
-        s = book.parse_setup(values[0]["landscape_setup"], profile)
-        analysis.PlaneConfig(s, 50.0, points=tuple(values[0]["grid_points"]))  # G and 1-S lie on the grid
+        values = cli.parameters(profile, "section5_2")
+        assert values == {k: v for k, v in cli.parameters(profile, "section5_3").items() if k in values}
+        s = setups.setup(values["landscape_setup"], profile)
+        layers = values["entropy2_layers"]
+        analysis.PlaneConfig(analysis.pair(s, 50.0, 0), points=tuple(values["grid_points"]),
+                             train_samples=values["train_samples"],
+                             entropy2_layers=None if layers is None else tuple(layers))
 
 
 def test_plane_config_rejects_a_grid_without_g_or_1s():
-    s = experiments.setup("lenet300-mnist", "smoke")
+    pair = analysis.pair(setups.setup("lenet300-mnist", "smoke"), 30.0, 0)
     with pytest.raises(ValueError, match="a_range .* misses 1.0"):
-        analysis.PlaneConfig(s, 30.0, a_range=(0.0, 1.2), points=(4, 3))
+        analysis.PlaneConfig(pair, a_range=(0.0, 1.2), points=(4, 3))
     with pytest.raises(ValueError, match="a_range .* misses 0.0"):
-        analysis.PlaneConfig(s, 30.0, points=(4, 3))
+        analysis.PlaneConfig(pair, points=(4, 3))
     with pytest.raises(ValueError, match="b_range .* misses 0.0"):
-        analysis.PlaneConfig(s, 30.0, points=(5, 4))
+        analysis.PlaneConfig(pair, points=(5, 4))
 
 
 # --- the executed smoke book ----------------------------------------------------------
@@ -127,23 +126,23 @@ def test_every_section_ran_with_the_smoke_parameters(smoke_book):
 
 def test_stored_results_have_the_expected_structure(smoke_book, monkeypatch):
     _, _, runs = smoke_book
-    runs = store.RunStore(runs)
-    for stage in ("lobster", "dense", "oneshot", "control", "plane", "curvature"):
-        assert (runs.root / stage).is_dir() and any((runs.root / stage).iterdir()), f"nothing stored for {stage}"
+    for stage in ("lobster", "dense", "oneshot", "control", "plane", "facts", "transfer"):
+        assert (runs / stage).is_dir() and any((runs / stage).iterdir()), f"nothing stored for {stage}"
     params = cli.parameters("smoke", "section5_2")
-    s = book.parse_setup(params["landscape_setup"], "smoke")
-    configs, _ = analysis.plane_configs(s, cli.parameters("smoke")["rates"], cli.parameters("smoke")["seeds"],
-                                        params["grid_points"], params["train_samples"], params["entropy2_layers"], runs)
-    assert sorted(configs) == sorted(cli.parameters("smoke")["rates"])
+    s = setups.setup(params["landscape_setup"], "smoke")
 
     def fail(*args, **kwargs):
         raise AssertionError("the sections did not store this result")
 
-    monkeypatch.setattr(analysis, "_compute_plane", fail)
-    monkeypatch.setattr(experiments, "compute_control", fail)
-    for config in configs.values():
-        result = analysis.plane(config, runs)
-        na, nb = params["grid_points"]
+    for module, name in ((analysis, "_compute_plane"), (minima, "_compute"), (units, "compute_control"),
+                         (units, "compute_lobster"), (units, "compute_oneshot"), (units, "compute_dense")):
+        monkeypatch.setattr(module, name, fail)
+    ctx = context.make(store=runs, device="cpu")
+    study = plane_study.plane_study(ctx, s, params["seeds"], params["rates"], params["plane_rate"],
+                                    params["grid_points"], params["train_samples"], params["entropy2_layers"])
+    assert study.rate == max(study.milestones) and set(study.facts) == set(params["seeds"])
+    na, nb = params["grid_points"]
+    for result in (*study.planes.values(), *study.slider.values()):
         assert set(result["maps"]) == set(analysis.MAP_NAMES)
         assert all(m.shape == (nb, na) and torch.isfinite(m).all() for m in result["maps"].values())
         assert result["samples"] == params["train_samples"]
@@ -153,28 +152,30 @@ def test_stored_results_have_the_expected_structure(smoke_book, monkeypatch):
         assert result["g"]["coordinates"] == pytest.approx([0, 0], abs=1e-6)
         assert result["oneshot"]["coordinates"] == pytest.approx([1, 0], abs=1e-6)
         assert analysis.at(result, "error", 1) >= 0 and analysis.at(result, "psp_entropy1", 0) > 0
-        curvature = analysis.curvature(config, runs) if runs.has("curvature", config, "result") else None
-        assert curvature is not None and len(curvature["g"]) == len(curvature["oneshot"]) == 5
-        assert curvature["g"] == sorted(curvature["g"], reverse=True)
-    result = experiments.controls(s, configs, cli.parameters("smoke")["seeds"], store=runs)
-    assert all(result[m]["lottery"]["n"] == 1 for m in configs)
+    for facts in study.facts.values():
+        for role in minima.ROLES:
+            eigenvalues = facts[role]["eigenvalues"]
+            assert len(eigenvalues) == 5 and eigenvalues == sorted(eigenvalues, reverse=True)
 
 
 def test_built_html_has_every_figure_and_the_claims_table(smoke_book):
     html, _, _ = smoke_book
     pages = {name: (html / f"{name}.html").read_text() for name in SECTIONS}
     assert re.search(r'<img[^>]+src="[^"]*\.png"', pages["section5_1"]), "Fig. 1 is missing"
-    for name, sliders in (("section5_1", 1), ("section5_2", 1), ("section5_3", 2)):
+    for name in ("section5_1", "section5_2"):  # a rate slider each, one picture per milestone it offers
         state = _widget_state(pages[name])
         models = [v["model_name"] for v in state.values()]
-        assert models.count("SelectionSliderModel") == sliders and models.count("LinkModel") == sliders, name
-        stacks = [v["state"] for v in state.values() if v["model_name"] == "StackModel"]
-        assert all(len(s["children"]) == len(cli.parameters("smoke")["rates"]) for s in stacks)
-        assert "About this run" in pages[name]
-    for name in ("section5_2", "section5_3"):  # sliders start at the highest rate
-        slider = next(v["state"] for v in _widget_state(pages[name]).values() if v["model_name"] == "SelectionSliderModel")
-        assert slider["index"] == len(slider["_options_labels"]) - 1
-    table = re.search(r'<table class="table claims-table"[^>]*>.*?</table>', pages["conclusions"], re.S)
-    assert table and all(f"<td>C{i}</td>" in table.group(0) for i in range(1, 7))  # C6: the transfer chapter
-    assert re.findall(r"<td>(supported|not supported|not computed)</td>", table.group(0)).__len__() == 6
-    assert "test (thresholds)" in table.group(0) and "<td>smoke</td>" in table.group(0)
+        assert models.count("SelectionSliderModel") == 1 and models.count("LinkModel") == 1, name
+        slider = next(v["state"] for v in state.values() if v["model_name"] == "SelectionSliderModel")
+        stack = next(v["state"] for v in state.values() if v["model_name"] == "StackModel")
+        assert len(slider["_options_labels"]) >= 2 and len(stack["children"]) == len(slider["_options_labels"])
+        assert "FloatProgressModel" not in models and "About this run" in pages[name]
+    slider = next(v["state"] for v in _widget_state(pages["section5_2"]).values()
+                  if v["model_name"] == "SelectionSliderModel")
+    assert slider["index"] == len(slider["_options_labels"]) - 1  # the plane slider starts at the highest rate
+    table = re.search(r'<table class="psp-claims">.*?</table>', pages["conclusions"], re.S)
+    assert table, "no claims table on the conclusions page"
+    claims = re.findall(r'<tr class="psp-row-0"><td data-label="claim"><strong>(C\d)</strong>', table.group(0))
+    assert claims == [f"C{i}" for i in range(1, 7)]  # C6: the transfer chapter
+    states = re.findall(r'<tr class="psp-row-0">.*?<span class="psp-state [\w-]+">([a-z ]+)</span>', table.group(0))
+    assert len(states) == 6 and set(states) <= {"supported", "not supported", "inconclusive", "not tested"}

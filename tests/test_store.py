@@ -16,6 +16,9 @@ import torch
 from psputil import store
 from psputil.data import DataConfig
 from psputil.experiments import analysis, minima, setups, units
+from psputil.transfer import study
+from psputil.transfer import units as transfer_units
+from psputil.transfer.probe import PROBE
 from psputil.train import TrainConfig
 
 PINNED = Path(__file__).parent / "data" / "run_keys.json"
@@ -42,6 +45,11 @@ def stage_configs():
                 "control": s.control_run(0, rate, "lottery", 0), "pair": pair, "plane": analysis.PlaneConfig(pair),
                 "facts": minima.FactsConfig(pair),
             }
+            target = study.DEFAULT_TARGETS.get(s.data.name)
+            if target is not None:
+                source = transfer_units.Source("G", s.model, s.data, pair)
+                configs["transfer"] = transfer_units.TransferRun(source, study.target_config(target, profile), PROBE, 0,
+                                                                 1000, 4096)
             out.update({f"{profile}/{name}/{stage}": c for stage, c in configs.items()})
     return out
 
@@ -194,7 +202,7 @@ def test_a_writer_killed_mid_write_leaves_nothing_behind_for_long(tmp_path):
     runs.save("train", Stage(), "result", {"version": 1})
     folder = runs.folder("train", Stage())
     script = (f"import os, torch; from psputil import store\n"
-              f"f = open({str(folder)!r} + '/.result.pt.' + __import__('socket').gethostname() + '.' + str(os.getpid()) + '.tmp', 'wb')\n"
+              f"f = open({str(folder)!r} + '/.result.pt.' + __import__('socket').gethostname() + '.' + str(os.getpid()) + '.3f9a01bc.tmp', 'wb')\n"
               "f.write(b'half a file'); f.flush(); os._exit(9)\n")
     subprocess.run([sys.executable, "-c", script], check=False)
     assert any(p.name.endswith(".tmp") for p in folder.iterdir())

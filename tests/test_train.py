@@ -86,7 +86,7 @@ def test_bad_configs():
         train.TrainConfig(schedule="cosine")
     with pytest.raises(ValueError, match="nesterov"):
         train.TrainConfig(nesterov=True)
-    with pytest.raises(ValueError, match="'auto', 'cpu'"):
+    with pytest.raises(ValueError, match="valid here: auto, cpu"):
         train.fit(models.build("lenet300"), None, train.TrainConfig(), device="tpu", progress=False)
 
 
@@ -224,3 +224,12 @@ def test_resnet_recipe():
     recipe = train.RESNET32_RECIPE
     assert (recipe.lr, recipe.momentum, recipe.weight_decay, recipe.batch_size) == (0.1, 0.9, 1e-4, 128)
     assert recipe.milestones == (100, 150) and recipe.epochs == 200
+
+
+def test_bars_honour_tqdm_disable_even_where_tqdm_notebook_would_not(monkeypatch):
+    from psputil import bars
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert bars.bar(range(3)).disable
+    monkeypatch.delenv("TQDM_DISABLE")
+    assert not bars.bar(range(3)).disable and bars.bar(range(3), progress=False).disable

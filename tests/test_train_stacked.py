@@ -63,9 +63,9 @@ def _close_fraction(ours, theirs):
     return float(torch.isclose(ours, theirs, atol=ATOL, rtol=RTOL).float().mean())
 
 
-def _assert_same_run(result, state, history):
+def _assert_same_run(result, state, history, fraction=0.99):
     for name, tensor in state.items():
-        assert _close_fraction(result["state"][name], tensor) >= 0.99, name
+        assert _close_fraction(result["state"][name], tensor) >= fraction, name
         assert float((result["state"][name] - tensor).abs().max()) <= 1e-3, name
     assert [r["epoch"] for r in result["history"]] == [r["epoch"] for r in history]
     for ours, theirs in zip(result["history"], history):
@@ -90,12 +90,21 @@ def test_members_match_one_at_a_time_fit(name, splits):
 
 
 def test_grouped_convolution_matches(splits):
-    """The CUDA layout (groups=K convolution, no channels-last) on the CPU."""
+    """The CUDA layout (groups=K convolution, no channels-last) on the CPU.
+
+    Here the stack takes the CPU's contiguous-layout convolution kernels while the reference
+    ``fit`` runs channels-last, so their backward passes sum in different orders; with the
+    second member's momentum 0.9 and 70 % mask (many exactly equal pooled values, so more
+    near-ties to flip) the drift grows faster than in the test above. Measured on a 2-core
+    x86 CPU: 95.2 % of conv1's entries within ATOL/RTOL, 98.6 % of conv2's, largest
+    difference 1.1e-4 in any tensor. So 90 % within tolerance and every entry within 1e-3:
+    a wrong seed, mask or schedule still moves most entries by a full step.
+    """
     members = _members("lenet5")[:2]
     results = fit_stacked(models.build("lenet5"), splits, members, device="cpu", progress=False,
                           conv="grouped", channels_last=False)
     for member, result in zip(members, results):
-        _assert_same_run(result, *_fit_one("lenet5", member, splits))
+        _assert_same_run(result, *_fit_one("lenet5", member, splits), fraction=0.9)
 
 
 class _StopAfter(train.Hook):

@@ -176,7 +176,7 @@ def figure_caption(number, text, provenance):
     seeds = ", ".join(map(str, p["seeds"])) if isinstance(p["seeds"], (list, tuple)) else str(p["seeds"])
     facts = [("commit", str(p["commit"])[:12]), ("profile", p["profile"]), ("seeds", seeds), ("data", sets),
              ("device", p["device"]), ("computed in", _duration(p["wall_time"])),
-             ("runs", ", ".join(_short(k) for k in keys) or "none")]
+             ("runs", _listed_keys(keys))]
     line = " · ".join(f"{name} {html.escape(str(value))}" for name, value in facts)
     versions = "; ".join(f"{k} {v}" for k, v in (p.get("versions") or {}).items()) or "not recorded"
     html_text = (f'<div class="psp-caption" role="note"><p><strong>Figure {html.escape(str(number))}:</strong> '
@@ -273,6 +273,12 @@ def _duration(seconds):
     minutes, rest = divmod(seconds, 60)
     hours, minutes = divmod(int(minutes), 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {rest:.0f} s" if minutes else f"{rest:.1f} s"
+
+
+def _listed_keys(keys, shown=6):
+    """The caption's short run keys: the first `shown`, then how many more the folded list holds."""
+    text = ", ".join(_short(k) for k in keys[:shown]) or "none"
+    return text if len(keys) <= shown else f"{text} and {len(keys) - shown} more (listed below)"
 
 
 def _short(key):

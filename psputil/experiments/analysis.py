@@ -7,10 +7,9 @@ a seeded subset of the training set, the loss, error, PSP L2 norm and first- and
 second-order PSP-entropy on the plane through G (0, 0) and 1-S (1, 0), and the
 per-neuron first-order entropies of both solutions (Fig. 2a, 3, 4); its random
 direction v spans all parameters ("all") or only the union of G's and 1-S's surviving
-weights ("masked": no point of the plane revives a weight both pruned). ``curvature``
-gives the top Hessian eigenvalues of the training loss of G and 1-S, each restricted
-to its own mask (Fig. 2b). The checks of both minima (gradient norm, eigenpair
-residuals, loss profile, dead neurons, entropies over live neurons) are
+weights ("masked": no point of the plane revives a weight both pruned). The top Hessian
+eigenvalues of G and 1-S (Fig. 2b) and the checks of both minima (gradient norm,
+eigenpair residuals, loss profile, dead neurons, entropies over live neurons) are
 ``experiments.minima``. Sections 5.2, 5.3 and the conclusions share them.
 """
 
@@ -20,9 +19,8 @@ from typing import ClassVar, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from psputil import checks, hessian, landscape, pruning, psp
+from psputil import checks, landscape, pruning, psp
 from psputil.experiments import runs
 from psputil.pruning import lobster
 from psputil.experiments.units import DenseRun, LobsterRun, OneShotRun, load_splits
@@ -67,7 +65,6 @@ class PlaneConfig:
     seed: int = 0  # training subset and plane direction v
     entropy2_layers: Optional[tuple] = None  # relu paths of the second-order maps (None: all)
     eps: float = 0.0  # probability clamp of the entropies
-    hessian_k: int = 5
     direction: str = "all"  # "all" | "masked": v restricted to the union of G's and 1-S's masks
 
     def __post_init__(self):
@@ -81,7 +78,6 @@ class PlaneConfig:
         checks.integer("seed", self.seed, 0)
         checks.names("entropy2_layers", self.entropy2_layers, optional=True)
         checks.number("eps", self.eps, 0, 0.5, high_open=True)
-        checks.integer("hessian_k", self.hessian_k, 1)
         checks.choice("direction", self.direction, DIRECTIONS)
 
     def axes(self):
@@ -153,25 +149,6 @@ def plane(ctx, config, batch_size=500, points_per_pass=4):
         {"maps", "facts", "total"}).
     """
     return ctx.store.cached("plane", config, "result", lambda: _compute_plane(ctx, config, batch_size, points_per_pass))
-
-
-def curvature(ctx, config):
-    """Top-k Hessian eigenvalues of the training loss (same subset) of G and 1-S, each on its mask.
-
-    Returns: dict "g", "oneshot" -> list of floats (descending), "samples".
-    """
-
-    def compute():
-        (g, g_mask, _), (one, one_mask, _) = solutions(ctx, config.pair)
-        subset = train_subset(ctx, config)
-        batches = list(subset.batches(500))
-        out = {"samples": len(subset)}
-        for name, model, mask in (("g", g, g_mask), ("oneshot", one, one_mask)):
-            out[name] = hessian.top_eigenvalues(model, F.cross_entropy, batches, k=config.hessian_k, mask=mask,
-                                                seed=config.seed)
-        return out
-
-    return ctx.store.cached("curvature", config, "result", compute)
 
 
 def at(result, name, a, b=0.0):

@@ -65,9 +65,9 @@ class FactsConfig:
 
     @classmethod
     def from_plane(cls, config, **changes):
-        """The facts config sharing a ``PlaneConfig``'s pair, subset, seed, eps, k and second-order layers."""
+        """The facts config sharing a ``PlaneConfig``'s pair, subset, seed, eps and second-order layers."""
         fields = dict(pair=config.pair, train_samples=config.train_samples, seed=config.seed, eps=config.eps,
-                      hessian_k=config.hessian_k, entropy2_layers=config.entropy2_layers)
+                      entropy2_layers=config.entropy2_layers)
         return cls(**{**fields, **changes})
 
     def profile(self):

@@ -12,7 +12,10 @@ pruning event, so a run killed after event k restarts from event k and ends
 bit-identical (on the CPU) to an uninterrupted one; ``summary`` marks it finished.
 """
 
+import contextlib
 import functools
+import multiprocessing
+import threading
 
 from psputil import checks, models
 from psputil.experiments import units
@@ -34,8 +37,10 @@ def dense(ctx, runs):
 def lobster(ctx, runs):
     """LOBSTER runs (``units.LobsterRun``): their summaries {"history", "levels", "stopped"}, in order.
 
-    In-process, each run stores every level and a resume checkpoint as it prunes (see the
-    module docstring); on a pool or Ray, whole runs are units and a killed run restarts.
+    Each run starts from its stored resume checkpoint when there is one. In-process and on a
+    process pool, every pruning event's checkpoint is stored as it happens (pool workers send
+    theirs back to this driver through a queue; see the module docstring); on Ray, whole runs
+    are units and a run killed midway restarts from its last stored checkpoint.
     """
     runs = list(runs)
     todo = [r for r in runs if not ctx.store.has(LOBSTER, r, "summary")]
@@ -43,9 +48,12 @@ def lobster(ctx, runs):
         for run in todo:
             _lobster_resumable(ctx, run)
     elif todo:
-        sweep.run_or_raise(functools.partial(units.compute_lobster, device=ctx.device_name), todo, LOBSTER, ctx,
-                           units.resources, name="summary", what="LOBSTER runs",
-                           save=functools.partial(_store_lobster, ctx))
+        ctx.store.check_writable()
+        with _checkpoint_channel(ctx) as channel:
+            unit = functools.partial(units.compute_lobster_streaming, device=ctx.device_name, channel=channel)
+            sweep.run_or_raise(unit, todo, LOBSTER, ctx, units.resources, name="summary", what="LOBSTER runs",
+                               save=functools.partial(_store_lobster, ctx),
+                               inputs=lambda run: {"resume": _stored_resume(ctx, run)})
     return [ctx.store.load(LOBSTER, r, "summary") for r in runs]
 
 
@@ -127,26 +135,66 @@ def ready_model(architecture, state, device):
 
 def _lobster_resumable(ctx, run):
     ctx.store.check_writable()
-    resume = None
-    if ctx.store.has(LOBSTER, run, "resume"):
-        resume = ctx.store.load(LOBSTER, run, "resume")
-        resume["states"] = [ctx.store.load(LOBSTER, run, _level_name(i)) for i in range(resume["stored_levels"])]
     task = ctx.progress.task(f"LOBSTER {run.model}/{run.data.name} seed {run.seed}", run.train.epochs, unit="epoch")
 
     def on_event(checkpoint):
-        states = checkpoint["states"]
-        for index in range(len(states)):
-            if not ctx.store.has(LOBSTER, run, _level_name(index)):
-                ctx.store.save(LOBSTER, run, _level_name(index), states[index])
-        slim = {k: v for k, v in checkpoint.items() if k != "states"}
-        slim["stored_levels"] = len(states)
-        ctx.store.save(LOBSTER, run, "resume", slim)
+        _store_checkpoint(ctx, run, checkpoint)
         levels = checkpoint["levels"]
         task.update(checkpoint["epoch"] - task.done, sparsity=f"{levels[-1]['sparsity']:.2f} %" if levels else "-")
 
     with task:
-        result = units.compute_lobster(run, ctx.device_name, resume=resume, on_event=on_event)
+        result = units.compute_lobster(run, ctx.device_name, resume=_stored_resume(ctx, run), on_event=on_event)
     _store_lobster(ctx, run, result)
+
+
+def _stored_resume(ctx, run):
+    """The run's latest stored checkpoint with its levels' states, or None."""
+    if not ctx.store.has(LOBSTER, run, "resume"):
+        return None
+    resume = ctx.store.load(LOBSTER, run, "resume")
+    resume["states"] = [ctx.store.load(LOBSTER, run, _level_name(i)) for i in range(resume["stored_levels"])]
+    return resume
+
+
+def _store_checkpoint(ctx, run, checkpoint, first=0):
+    """Store a pruning event's checkpoint: each new level's G apart, the rest as the run's "resume" object.
+
+    Args:
+        first: the level index of ``checkpoint["states"][0]`` (workers send only new levels).
+    """
+    states = checkpoint["states"]
+    for offset, state in enumerate(states):
+        if not ctx.store.has(LOBSTER, run, _level_name(first + offset)):
+            ctx.store.save(LOBSTER, run, _level_name(first + offset), state)
+    slim = {k: v for k, v in checkpoint.items() if k != "states"}
+    slim["stored_levels"] = first + len(states)
+    ctx.store.save(LOBSTER, run, "resume", slim)
+
+
+@contextlib.contextmanager
+def _checkpoint_channel(ctx):
+    """A queue pool workers put (run, checkpoint) on, drained into the store by a thread of this driver.
+
+    Only for the process pool (a ``multiprocessing.Manager`` queue reaches local processes);
+    on Ray it yields None and units send nothing.
+    """
+    if ctx.executor.name != "process-pool":
+        yield None
+        return
+    with multiprocessing.Manager() as manager:
+        channel = manager.Queue()
+
+        def drain():
+            while (item := channel.get()) is not None:
+                _store_checkpoint(ctx, *item)
+
+        thread = threading.Thread(target=drain, daemon=True)
+        thread.start()
+        try:
+            yield channel
+        finally:
+            channel.put(None)
+            thread.join()
 
 
 def _store_lobster(ctx, run, result):

@@ -107,6 +107,19 @@ def compute_lobster(run, device="cpu", resume=None, on_event=None):
                        resume=resume, on_event=on_event)
 
 
+def compute_lobster_streaming(run, device="cpu", resume=None, channel=None):
+    """``compute_lobster`` on a worker: each pruning event's checkpoint goes to `channel` (a queue the driver
+    drains into the store), so a killed run resumes from its last event; ``channel=None`` sends nothing."""
+    sent = [0 if resume is None else len(resume["states"])]  # level states the driver has already
+
+    def on_event(checkpoint):
+        states = checkpoint["states"]
+        channel.put((run, {**checkpoint, "states": states[sent[0]:]}, sent[0]))  # only the new levels travel
+        sent[0] = len(states)
+
+    return compute_lobster(run, device, resume=resume, on_event=None if channel is None else on_event)
+
+
 def compute_oneshot(run, dense_states, device="cpu"):
     """1-S from the dense run's states.
 

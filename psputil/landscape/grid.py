@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
-from psputil import checks, models
+from psputil import bars, checks, models
 from psputil.data import check_split
 from psputil.landscape.plane import Plane
 from psputil.psp.activations import capture_psps
@@ -71,7 +70,7 @@ def evaluate_grid(plane, a_values, b_values, batches, metrics=None, batch_size=1
     probe = first_batch[0][:PROBE_SAMPLES].to(device)
     runner = _Runner(plane, probe, any(m.needs_psps for m in metrics), factor_input_layers)
     results = {m.name: np.empty(len(points_a)) for m in metrics}
-    with torch.no_grad(), tqdm(total=len(points_a), unit="point", disable=not progress, desc="loss plane") as bar:
+    with torch.no_grad(), bars.bar(None, progress, total=len(points_a), unit="point", desc="loss plane") as bar:
         for start in range(0, len(points_a), points_per_pass):
             a = torch.tensor(points_a[start : start + points_per_pass], device=device, dtype=dtype)
             b = torch.tensor(points_b[start : start + points_per_pass], device=device, dtype=dtype)

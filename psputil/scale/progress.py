@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from tqdm.auto import tqdm
+from psputil import bars
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Task:
         self.done = 0
         self.started = time.perf_counter()
         self._last = 0.0
-        self._bar = tqdm(total=total, desc=what, unit=unit, leave=False) if progress.bar else None
+        self._bar = bars.bar(None, total=total, desc=what, unit=unit, leave=False) if progress.bar else None
         self._emit(force=True)
 
     def update(self, steps=1, **facts):

@@ -33,6 +33,7 @@ class Study:
     """Rows of every probed source, and what was left out and why."""
 
     rows: list = field(default_factory=list)
+    runs: list = field(default_factory=list)  # the ``units.TransferRun`` behind the rows (their run keys)
     skipped_rates: dict = field(default_factory=dict)  # pair label -> milestones some seed never reached
     no_target: list = field(default_factory=list)  # setups without a same-shape target
     missing: list = field(default_factory=list)  # (pair label, FileNotFoundError) of missing data
@@ -101,7 +102,7 @@ def resolve(ctx, source):
 
 def run_pair(ctx, setup, target, rates, seeds, kinds=units.SOURCE_KINDS, probe=PROBE, finetune=None,
              entropy_samples=1000, order2_max_neurons=4096):
-    """Every source of `setup` probed on `target`: (result rows, skipped rates).
+    """Every source of `setup` probed on `target`: (result rows, skipped rates, the ``TransferRun``s of the rows).
 
     Rows are the ``compute_transfer`` results plus "setup" and "seed" (the pairing seed).
     """
@@ -124,7 +125,7 @@ def run_pair(ctx, setup, target, rates, seeds, kinds=units.SOURCE_KINDS, probe=P
     for run, source, result in zip(work, chosen, sweep.results(work, TRANSFER, ctx.store)):
         seed = source.seed if source.kind == "init" else _seed_of(source.origin)
         rows.append({**result, "setup": setup.name, "seed": seed})
-    return rows, skipped
+    return rows, skipped, work
 
 
 def study(ctx, setup_names, profile="quick", rates=None, seeds=(0,), pairs=None, finetune_epochs=0,
@@ -152,13 +153,14 @@ def study(ctx, setup_names, profile="quick", rates=None, seeds=(0,), pairs=None,
         target = target_config(target_name, profile)
         label = f"{setup.name} -> {target_name}"
         try:
-            rows, skipped = run_pair(ctx, setup, target, setup.milestones if rates is None else rates, seeds,
+            rows, skipped, work = run_pair(ctx, setup, target, setup.milestones if rates is None else rates, seeds,
                                      finetune=finetune, entropy_samples=entropy_samples,
                                      order2_max_neurons=order2_max_neurons)
         except FileNotFoundError as error:
             result.missing.append((label, error))
             continue
         result.rows += rows
+        result.runs += work
         if skipped:
             result.skipped_rates[label] = skipped
     return result

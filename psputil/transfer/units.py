@@ -17,6 +17,7 @@ Adapters: none. Source and target must have the same input shape (the LeNets tak
 """
 
 import math
+import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -72,7 +73,7 @@ class TransferRun:
     """One source probed on one target (the unit of work of this chapter)."""
 
     STAGE: ClassVar[str] = "transfer"  # its folder in the run store
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3  # 3: results record their compute "seconds"
 
     source: Source
     target: data.DataConfig
@@ -111,8 +112,10 @@ def compute_transfer(run, state, mask, device="cpu"):
     Returns:
         dict of plain values: "kind", "rate", "sparsity" (percent), "target", "probe_accuracy" and
         "probe_valid_accuracy" (percent), "finetune_accuracy" (nan without fine-tuning),
-        "entropy1_source", "entropy2_source", "entropy1_target", "entropy2_target" (bits), "order2_layers".
+        "entropy1_source", "entropy2_source", "entropy1_target", "entropy2_target" (bits), "order2_layers",
+        "seconds" (wall time of this unit).
     """
+    start = time.perf_counter()
     source = run.source
     model = models.build(source.model)
     model.load_state_dict(state)
@@ -132,6 +135,7 @@ def compute_transfer(run, state, mask, device="cpu"):
         batches = list(splits.test.subset(run.entropy_samples, seed=0).batches(250))
         out[f"entropy1_{where}"] = psp.entropy(model, batches, order=1).total
         out[f"entropy2_{where}"] = psp.entropy(model, batches, order=2, layers=cheap).total if cheap else math.nan
+    out["seconds"] = time.perf_counter() - start
     return out
 
 
