@@ -1,4 +1,4 @@
-"""``python -m psputil reproduce --profile quick|smoke|paper``: see ``psputil.cli``."""
+"""``python -m psputil reproduce --profile quick|smoke|paper``: see ``psputil.book.cli``."""
 
 from psputil.book.cli import main
 

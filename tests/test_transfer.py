@@ -16,6 +16,7 @@ from psputil import data, models, pruning, store
 from psputil.data import DataConfig, DataSplits, TensorSplit
 from psputil.experiments import analysis, setups
 from psputil.scale import context
+from psputil.transfer import analysis as transfer_analysis
 from psputil.transfer import probe, study
 from psputil.transfer import units as transfer
 
@@ -174,3 +175,18 @@ def test_chapter_runs_under_papermill_with_the_smoke_profile(tmp_path_factory):
     assert "transfer-table" in html and "lenet300-mnist -&gt; fashion-mnist" in html
     assert "C6" in html and "About this run" in html
     assert "Figure 9:" in html and "runs transfer/" in html  # the scatter's caption names its units
+
+
+@pytest.mark.skipif(not _fashion_available(), reason="the smoke pair's target (Fashion-MNIST) is not installed")
+def test_rows_of_a_real_study_cluster_by_lobster_run(tmp_path_factory):
+    from test_sections import build_smoke_book  # its store holds the smoke book's runs
+
+    _, _, runs = build_smoke_book(tmp_path_factory.mktemp("smoke-book"))
+    ctx = context.make(store=runs, device="cpu")
+    smoke = setups.setup("lenet300-mnist", "smoke")
+    rows, _, _ = study.run_pair(ctx, smoke, study.target_config("fashion-mnist", "smoke"), smoke.milestones, [0, 1])
+    labels = transfer_analysis.clusters(rows)
+    for seed in (0, 1):  # one cluster per LOBSTER seed: its G, 1-S, controls, dense run and init
+        assert len({label for label, row in zip(labels, rows) if row["seed"] == seed}) == 1
+    assert len(set(labels)) == 2
+    assert all(row["lobster_seed"] == row["seed"] for row in rows if row["kind"] not in ("init", "dense"))

@@ -242,7 +242,7 @@ def reproduce(profile, device=None, notebooks=None, strict=False, build_html=Tru
     and the HTML to ``_build/<profile>/html``.
 
     Args:
-        executor, workers, ray_address: where the notebooks' sweeps run (see ``psputil.executors``);
+        executor, workers, ray_address: where the notebooks' sweeps run (see ``psputil.scale.executors``);
             "ray" without an address starts one local Ray instance for all notebooks.
         download: pass ``download=True`` to every notebook (torchvision downloads missing data).
         out: called with every line to show (default: printed and flushed): the command of each notebook, its progress

@@ -8,7 +8,7 @@ this module fetches a pinned version with ``npm pack`` into ``.cache/widgets-js/
 so the pages work offline; MathJax likewise (``_static/mathjax/``). Not under
 ``book/_static/``: Jupyter Book adds every ``.js`` file found there to every page.
 
-As a Sphinx extension (``sphinx: extra_extensions: [psputil.widgets_js]`` in
+As a Sphinx extension (``sphinx: extra_extensions: [psputil.book.widgets_js]`` in
 ``_config.yml``) it runs at ``config-inited``, before myst-nb reads
 ``nb_ipywidgets_js``, so both ``jupyter-book build book`` and
 ``python -m psputil reproduce`` use it. An offline book must be complete: where npm is

@@ -39,8 +39,9 @@ def lobster(ctx, runs):
 
     Each run starts from its stored resume checkpoint when there is one. In-process and on a
     process pool, every pruning event's checkpoint is stored as it happens (pool workers send
-    theirs back to this driver through a queue; see the module docstring); on Ray, whole runs
-    are units and a run killed midway restarts from its last stored checkpoint.
+    theirs back to this driver through a queue; see the module docstring). On Ray a whole run is
+    one unit and nothing is stored before it ends: a run killed midway there starts again
+    (from a checkpoint only if an in-process or pool attempt stored one).
     """
     runs = list(runs)
     todo = [r for r in runs if not ctx.store.has(LOBSTER, r, "summary")]

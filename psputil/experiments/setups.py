@@ -94,11 +94,14 @@ def _smoke(name):
     model, dataset = ARCHITECTURE[name]
     resnet = model == "resnet32"
     small = {"mnist": "mnist-5k", "cifar10": "cifar10-synthetic"}.get(dataset, dataset)
-    data = DataConfig(small, train_size=600, test_size=300) if not resnet else DataConfig(small)
+    # ResNet-32 on the CPU costs ~2 s per epoch of 200 images: a smaller split and LOBSTER budget
+    data = DataConfig(small, train_size=600, test_size=300) if not resnet else DataConfig(small, train_size=200,
+                                                                                          test_size=100)
     train = TrainConfig(epochs=2, lr=0.05 if resnet else 0.1, batch_size=100, momentum=0.9 if resnet else 0.0,
                         augment=resnet)
     lob = LobsterConfig(lam=5e-3, twt=0.1, pwe=1, target=80.0, reset_lr=True)
-    return Setup(name, "smoke", model, data, train, lob, dataclasses.replace(train, epochs=20), (50.0, 80.0), 2, 2)
+    lob_train = dataclasses.replace(train, epochs=8 if resnet else 20)
+    return Setup(name, "smoke", model, data, train, lob, lob_train, (50.0, 80.0), 2, 2)
 
 
 def _quick(name):

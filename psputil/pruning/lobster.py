@@ -35,7 +35,7 @@ Deviations from the authors' code:
 * What is pruned and counted. They shrink, prune (one global threshold) and count in
   the sparsity every parameter of Linear, Conv2d and BatchNorm2d, biases and BatchNorm
   gamma/beta included. Our masks and sparsity cover Conv2d/Linear weights and biases
-  only (DESIGN); BatchNorm parameters are shrunk (``batchnorm=True``) but never pruned.
+  only (the parameters the paper's compression rates count); BatchNorm parameters are shrunk (``batchnorm=True``) but never pruned.
   Their mask is rebuilt each epoch as ``p != 0``, so anything exactly zero at an epoch's
   start is frozen (BatchNorm beta, initialised to 0, never trains); ours changes only at
   pruning events. Our bisection always keeps at least one weight.

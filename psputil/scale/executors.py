@@ -3,7 +3,7 @@
 A unit of work is a module-level function of one hyperparameter dataclass that
 returns its result (plain dicts, numbers, tensors). Executors run many of them and
 yield an ``Outcome`` per unit as it finishes; they never touch the run store (the
-driver, ``psputil.sweep``, does), so no shared file system is assumed: results travel
+driver, ``psputil.scale.sweep``, does), so no shared file system is assumed: results travel
 back through the pool's pipes or Ray's object store.
 
 Pool and Ray workers run each unit with a fixed number of torch threads (1, or the

@@ -1,6 +1,6 @@
 """The transfer chapter's analysis: clustered rank correlations, G vs 1-S per milestone, claim C6, tables.
 
-Works on the result rows of ``psputil.transfer.compute_transfer`` (plain dicts with "setup",
+Works on the result rows of ``psputil.transfer.units.compute_transfer`` (plain dicts with "setup",
 "target", "kind", "rate", "seed", "probe_accuracy" (%), the entropies (bits) and, for sparse
 sources other than G, "lobster_seed"; optional "test_size", the target's test images).
 

@@ -104,7 +104,9 @@ def run_pair(ctx, setup, target, rates, seeds, kinds=units.SOURCE_KINDS, probe=P
              entropy_samples=1000, order2_max_neurons=4096):
     """Every source of `setup` probed on `target`: (result rows, skipped rates, the ``TransferRun``s of the rows).
 
-    Rows are the ``compute_transfer`` results plus "setup" and "seed" (the pairing seed).
+    Rows are the ``compute_transfer`` results plus "setup", "seed" (the pairing seed) and, for sources
+    built from a LOBSTER run (G, 1-S at G's sparsity, the controls from G's mask), "lobster_seed":
+    the claim-C6 statistics cluster the rows that share one run (``analysis.clusters``).
     """
     units.check_pair(setup.model, target.name)
     load_splits(target, ctx.device_name)  # a missing target fails here, before any training
@@ -124,7 +126,10 @@ def run_pair(ctx, setup, target, rates, seeds, kinds=units.SOURCE_KINDS, probe=P
     rows = []
     for run, source, result in zip(work, chosen, sweep.results(work, TRANSFER, ctx.store)):
         seed = source.seed if source.kind == "init" else _seed_of(source.origin)
-        rows.append({**result, "setup": setup.name, "seed": seed})
+        row = {**result, "setup": setup.name, "seed": seed}
+        if source.kind in ("G", "1-S", "reinit", "random"):
+            row["lobster_seed"] = seed  # paired by seed: built from LOBSTER run `seed`
+        rows.append(row)
     return rows, skipped, work
 
 
