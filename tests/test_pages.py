@@ -222,3 +222,10 @@ def test_bibliography_labels_read_like_the_citations():
     assert config["sphinx"]["config"]["bibtex_default_style"] == bibliography.NAME
     assert "{cite}" not in (REPO / "book" / "references.md").read_text()  # no note meant for authors
     assert not any("cited by the paper" in str(e.fields.get("note", "")) for e in entries.values())
+
+
+def test_text_formats_numbers_keeps_strings_and_names_what_is_missing():
+    assert pages.text(1.234, "{:.2f} %", missing="not run") == "1.23 %"
+    assert pages.text("ran", "{:.2f} %") == "ran"
+    assert pages.text(None, missing="not run") == "not run"
+    assert pages.text(float("nan")) == "not computed"

@@ -346,21 +346,24 @@ def parse_setup(name, profile="quick"):
     return setups.setup(str(name), profile)
 
 
+def text(value, fmt="{:.2f}", missing="not computed"):
+    """A computed value as prose text: a number formatted with `fmt`, a string as is, None/NaN as `missing`."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and value != value):
+        return missing
+    return fmt.format(value)
+
+
 def say(name, value, fmt="{:.2f}", missing="not computed"):
     """Glue a computed value as text for the page's prose (``{glue:text}`name```), never a typed-in number.
 
     Args:
-        value: a number (formatted with `fmt`), a string (as is), or None/NaN (`missing`).
+        value: a number (formatted with `fmt`), a string (as is), or None/NaN (`missing`); see `text`.
     """
     from myst_nb import glue
 
-    if isinstance(value, str):
-        text = value
-    elif value is None or (isinstance(value, float) and value != value):
-        text = missing
-    else:
-        text = fmt.format(value)
-    glue(name, text, display=False)
+    glue(name, text(value, fmt, missing), display=False)
 
 
 def show(figure):
