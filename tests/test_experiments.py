@@ -185,3 +185,29 @@ def test_a_lobster_run_on_a_pool_stores_its_events_as_they_happen_and_matches_in
         ctx.close()
     assert saved.index("resume") < saved.index("summary")  # events arrived through the queue before the end
     assert pooled["levels"] == reference["levels"]
+
+
+def test_pruning_curves_of_starts_every_setups_lobster_and_dense_runs_before_any_control(tmp_path, monkeypatch):
+    from psputil.experiments import curves
+    from psputil.scale import sweep
+
+    both = {name: setups.setup(name, "smoke") for name in ("lenet300-mnist", "lenet5-mnist")}
+    ctx = make_ctx(tmp_path)
+    events, real_sweep, real_lobster = [], sweep.run_or_raise, runs._lobster_resumable
+    monkeypatch.setattr(sweep, "run_or_raise", lambda fn, configs, stage, *a, **k: (
+        events.append((stage, len(configs))), real_sweep(fn, configs, stage, *a, **k))[1])
+    monkeypatch.setattr(runs, "_lobster_resumable", lambda ctx, run: (
+        events.append(("lobster", run.model)), real_lobster(ctx, run))[1])
+    together = curves.pruning_curves_of(ctx, both, [0], [0], rates=[50])
+    # in-process a LOBSTER run is computed alone (it stores its events); the dense runs of both setups are one sweep
+    assert events[:3] == [("lobster", "lenet300"), ("lobster", "lenet5"), ("dense", 2)]
+    assert list(together) == list(both) and ("lobster" not in {stage for stage, _ in events[3:]})
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed a cached result")
+
+    for name in ("compute_lobster", "compute_dense", "compute_oneshot", "compute_control"):
+        monkeypatch.setattr(units, name, fail)
+    for name, s in both.items():  # setup by setup, from the store: the same results
+        alone = curves.pruning_curves(ctx, s, [0], [0], rates=[50])
+        assert alone["curve"] == together[name]["curve"] and alone["claims"] == together[name]["claims"]

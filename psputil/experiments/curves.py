@@ -56,6 +56,20 @@ def pruning_curves(ctx, setup, seeds, control_seeds, rates=None):
             "test_size": test_size, "seconds": sum(h.get("seconds", 0.0) for h in histories)}
 
 
+def pruning_curves_of(ctx, setups, seeds, control_seeds, rates=None):
+    """``pruning_curves`` of several setups, {name: result} in the order of `setups` ({name: Setup}).
+
+    The LOBSTER runs of every setup go to the executor as one sweep, then the dense runs as
+    another, so a process pool keeps all its workers busy across setups (per setup there are
+    only as many LOBSTER runs as seeds). Results are the same as setup by setup.
+    """
+    seeds = checks.numbers_list("seeds", list(seeds), 0, integers=True)
+    setups = dict(setups)
+    runs.lobster(ctx, [s.lobster_run(seed) for s in setups.values() for seed in seeds])
+    runs.dense(ctx, [s.dense_run(seed) for s in setups.values() for seed in seeds])
+    return {name: pruning_curves(ctx, s, seeds, control_seeds, rates) for name, s in setups.items()}
+
+
 def layer_sparsity_at(summaries, rate):
     """Per-layer sparsity of G at the first level reaching `rate`, per LOBSTER seed: {seed: (sparsity, layers)}."""
     out = {}
