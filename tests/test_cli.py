@@ -45,6 +45,13 @@ def test_flags_reach_every_notebook(monkeypatch):
     calls.clear()
     cli.main(["reproduce", "--profile", "smoke", "--no-build"])
     assert calls[0][2] == {"executor": "in-process", "workers": None, "ray_address": None, "download": False}
+    calls.clear(), lines.clear()
+    cli.main(["reproduce", "--profile", "quick", "--no-build"])  # no flag: the profile file's executor
+    assert calls[0][2]["executor"] == "process-pool" and "executor process-pool" in lines[0]
+    assert "-p executor" not in lines[1]  # the command shows only flags that differ from the file
+    calls.clear(), lines.clear()
+    cli.main(["reproduce", "--profile", "quick", "--no-build", "--executor", "in-process"])
+    assert calls[0][2]["executor"] == "in-process" and "-p executor in-process" in lines[1]
 
 
 def test_executed_notebook_gets_and_records_the_executor(tmp_path):

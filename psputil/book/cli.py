@@ -25,7 +25,7 @@ kernel warnings (``psputil.book.execution``).
 
 ``--executor`` (in-process, process-pool, ray), ``--workers`` and ``--ray-address`` reach
 every notebook as the papermill parameters ``executor``, ``workers`` and ``ray_address``
-and are recorded in each executed notebook's metadata (``psputil``). ``--executor ray``
+(a flag not given: the profile file's value, ``where_to_run``) and are recorded in each executed notebook's metadata (``psputil``). ``--executor ray``
 without an address starts one local Ray instance for the whole run, which every
 notebook's kernel joins (its address is what they receive).
 """
@@ -120,7 +120,15 @@ def parameter_file(profile, params=BOOK / "params"):
     return Path(params) / f"{checks.choice('profile', profile, PROFILES)}.yaml"
 
 
-def run_values(notebook, profile, device=None, download=False, executor="in-process", workers=None,
+def where_to_run(profile, executor=None, workers=None, ray_address=None, book=BOOK):
+    """(executor, workers, ray_address): the flags, with each one not given (None) taken from the profile file."""
+    from_file = parameters(profile, None, Path(book) / "params")
+    return (executor if executor is not None else from_file.get("executor", "in-process"),
+            workers if workers is not None else from_file.get("workers"),
+            ray_address if ray_address is not None else from_file.get("ray_address"))
+
+
+def run_values(notebook, profile, device=None, download=False, executor=None, workers=None,
                ray_address=None, book=BOOK):
     """The parameters a notebook runs with: its own from the profile file, then the flags; checked.
 
@@ -130,6 +138,7 @@ def run_values(notebook, profile, device=None, download=False, executor="in-proc
     Raises:
         ValueError: a bad file, flag or value (see ``parameters`` and ``params.check``).
     """
+    executor, workers, ray_address = where_to_run(profile, executor, workers, ray_address, book)
     overrides = {"executor": executor, "workers": workers, "ray_address": ray_address}
     if device is not None:
         overrides["device"] = device
@@ -140,7 +149,7 @@ def run_values(notebook, profile, device=None, download=False, executor="in-proc
     return values, overrides
 
 
-def papermill_command(notebook, profile, output, device=None, download=False, executor="in-process", workers=None,
+def papermill_command(notebook, profile, output, device=None, download=False, executor=None, workers=None,
                       ray_address=None, book=BOOK):
     """The shell command that runs `notebook` as ``execute`` does (same parameters, kernel, cwd).
 
@@ -163,7 +172,7 @@ def papermill_command(notebook, profile, output, device=None, download=False, ex
     return "TQDM_DISABLE=1 " + shlex.join(words)
 
 
-def execute(notebook, profile, device=None, book=BOOK, executed=None, executor="in-process", workers=None,
+def execute(notebook, profile, device=None, book=BOOK, executed=None, executor=None, workers=None,
             ray_address=None, download=False, progress=None):
     """Run one notebook with papermill into ``executed/<notebook>.ipynb``; returns that path.
 
@@ -180,7 +189,7 @@ def execute(notebook, profile, device=None, book=BOOK, executed=None, executor="
     import nbformat
     import papermill
 
-    values, _ = run_values(notebook, profile, device, download, executor, workers, ray_address, book)
+    values, overrides = run_values(notebook, profile, device, download, executor, workers, ray_address, book)
     source = (Path(book) / notebook).with_suffix(".ipynb")
     if notebook not in schema.NOTEBOOKS:  # e.g. a test notebook: only what its parameters cell defines
         defined = execution.parameters_cell_names(source)
@@ -197,13 +206,13 @@ def execute(notebook, profile, device=None, book=BOOK, executed=None, executor="
     executed_nb = nbformat.read(target, as_version=4)
     executed_nb.metadata["mystnb"] = {"execution_mode": "off"}  # the build shows these outputs as they are
     executed_nb.metadata.setdefault("psputil", {}).update(
-        profile=profile, executor=executor, workers=workers, ray_address=ray_address)
+        profile=profile, **{name: overrides[name] for name in ("executor", "workers", "ray_address")})
     execution.hide_parameters(executed_nb)
     nbformat.write(executed_nb, target)
     return target
 
 
-def prepare(profile, device=None, notebooks=None, executor="in-process", workers=None, ray_address=None,
+def prepare(profile, device=None, notebooks=None, executor=None, workers=None, ray_address=None,
             download=False):
     """Check every argument and every chosen notebook's parameters; returns the notebooks to run.
 
@@ -214,8 +223,10 @@ def prepare(profile, device=None, notebooks=None, executor="in-process", workers
     checks.choice("profile", profile, PROFILES)
     if device is not None:
         schema.check_device("device", device)
-    checks.choice("executor", executor, EXECUTOR_NAMES)
+    if executor is not None:
+        checks.choice("executor", executor, EXECUTOR_NAMES)
     checks.integer("workers", workers, low=1, optional=True)
+    executor, workers, ray_address = where_to_run(profile, executor, workers, ray_address)
     if check_address(ray_address) is not None and executor != "ray":
         raise ValueError("a Ray address needs the ray executor (--executor ray)")
     listed = toc_notebooks()
@@ -235,15 +246,16 @@ def _say(line):
 
 
 def reproduce(profile, device=None, notebooks=None, strict=False, build_html=True, out=_say,
-              executor="in-process", workers=None, ray_address=None, download=False, progress_every=5.0):
+              executor=None, workers=None, ray_address=None, download=False, progress_every=5.0):
     """Execute the toc's notebooks (or the named ones) for `profile`, then build; returns an exit code.
 
     Everything is checked first (``prepare``); executed notebooks go to ``_build/<profile>/executed``
     and the HTML to ``_build/<profile>/html``.
 
     Args:
-        executor, workers, ray_address: where the notebooks' sweeps run (see ``psputil.scale.executors``);
-            "ray" without an address starts one local Ray instance for all notebooks.
+        executor, workers, ray_address: where the notebooks' sweeps run (see ``psputil.scale.executors``;
+            None: the profile file's value); "ray" without an address starts one local Ray instance for all
+            notebooks.
         download: pass ``download=True`` to every notebook (torchvision downloads missing data).
         out: called with every line to show (default: printed and flushed): the command of each notebook, its progress
             ("[2/6] section5_1 | LOBSTER ...: 120/600 epochs, 14 s, ETA 56 s"), its wall time.
@@ -253,6 +265,7 @@ def reproduce(profile, device=None, notebooks=None, strict=False, build_html=Tru
         ValueError: see ``prepare`` (raised before any kernel starts).
     """
     chosen = prepare(profile, device, notebooks, executor, workers, ray_address, download)
+    executor, workers, ray_address = where_to_run(profile, executor, workers, ray_address)
     listed, folder = toc_notebooks(), executed_dir(profile)
     started = time.perf_counter()
     out(f"reproduce: profile {profile}, device {device or 'from the profile'}, executor {executor}"
@@ -341,10 +354,12 @@ def _arguments(parser):
                         help="auto, cpu, or a CUDA device of this machine (cuda, cuda:N); default: the profile's value")
     parser.add_argument("--download", action="store_true",
                         help="let torchvision download missing data sets (papermill -p download True)")
-    parser.add_argument("--executor", choices=EXECUTOR_NAMES, default="in-process",
-                        help="where the sweeps of independent runs go (default: in-process)")
+    parser.add_argument("--executor", choices=EXECUTOR_NAMES, default=None,
+                        help="where the sweeps of independent runs go (default: the profile's value; quick: "
+                             "process-pool)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="process-pool size or CPUs of a local Ray instance (default: all cores)")
+                        help="process-pool size or CPUs of a local Ray instance (default: the profile's value; "
+                             "none there: all cores)")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="join this Ray cluster (host:6379 or ray://host:10001) instead of starting a local one")
 
@@ -368,9 +383,13 @@ def main(argv=None):
     sub = run if args.command == "reproduce" else show
     if args.workers is not None and args.workers < 1:
         sub.error(f"--workers must be a positive number of workers, got {args.workers}")
-    if args.ray_address and args.executor != "ray":
+    try:
+        executor = where_to_run(args.profile, args.executor)[0]
+    except ValueError as error:  # a bad parameter file
+        sub.error(str(error))
+    if args.ray_address and executor != "ray":
         sub.error("--ray-address needs --executor ray")
-    if args.executor == "ray" and args.command == "reproduce" and importlib.util.find_spec("ray") is None:
+    if executor == "ray" and args.command == "reproduce" and importlib.util.find_spec("ray") is None:
         sub.error("--executor ray needs ray: pip install -r requirements-ray.txt (or pip install -e .[ray])")
     notebooks = getattr(args, "notebooks", None) or ([args.notebook] if args.command == "papermill-command" else None)
     try:
