@@ -14,17 +14,20 @@ layer needs no input gradient, so 6 x MACs slightly overcounts: the usual conven
 The peak is a 2048 x 2048 float32 ``torch.mm`` timed between the epochs (best of 5).
 
 Variants, interleaved (`--repeats` rounds; best and median epoch):
-  fit          ``train.fit`` as it is;
-  fit+cl       the proposed ``train.py`` patch: conv models train channels-last on the CPU;
-  fit+cl+patch that, plus the proposed ``models.py`` patch: LeNet-5's first convolution
-               as one product over patches (``train_stacked.patch_conv2d``);
+  fit          ``train.fit`` as it is (conv models train channels-last on the CPU);
+  fit+patch    LeNet-5's first convolution as one product over patches
+               (``train_stacked.patch_conv2d``, monkeypatched: a candidate, not adopted);
   stacked K=1  ``train_stacked.fit_stacked`` with one member (same kernels, its own SGD).
+
+Measured on this CPU (2026-12-04, idle, 1 thread): LeNet-5's step is ~60 % convolutions
+(conv2 channels-last at ~75 % of peak, conv1 with one input channel at ~35 %), the rest
+ReLU, pooling and their backward (memory-bound); ``torch.compile`` of the model made the
+step slower (54 vs 30 ms), so eager kernels stay.
 
     python benchmarks/train_throughput.py [--epochs 1] [--repeats 3] [--threads N] [--data mnist|mnist-5k]
 """
 
 import argparse
-import contextlib
 import os
 import statistics
 import time
@@ -70,35 +73,12 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def channels_last_fit():
-    """The proposed train.py patch, monkeypatched: conv models train channels-last on the CPU."""
-    original = train._train_epoch
-
-    def epoch(state, hooks, augment, device):
-        model = state.model
-        convs = device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
-        if not convs:
-            return original(state, hooks, augment, device)
-        model.to(memory_format=torch.channels_last)
-        try:
-            return original(state, hooks, augment, device)
-        finally:
-            model.to(memory_format=torch.contiguous_format)
-
-    train._train_epoch = epoch
-    try:
-        yield
-    finally:
-        train._train_epoch = original
-
-
 def patched_first_conv(model):
-    """The proposed models.py patch, monkeypatched on one model: conv1 as a product over patches."""
+    """A candidate (not adopted), monkeypatched on one model: conv1 as a product over patches."""
     conv = model.conv1
     plain = conv.forward
 
-    def forward(x):  # the body of the proposed models.PatchConv2d.forward
+    def forward(x):
         if (x.requires_grad or x.device.type != "cpu" or conv.groups != 1 or conv.padding_mode != "zeros"
                 or torch._C._are_functorch_transforms_active()):
             return plain(x)
@@ -138,12 +118,11 @@ def main():
         flops = 6 * macs * n_train + 2 * macs * n_valid
         mask = pruning.full_mask(model)
 
-        def fit(patch_cl=False, patch_conv=False):
+        def fit(patch_conv=False):
             net = models.build(model_name)
             if patch_conv:
                 patched_first_conv(net)
-            with channels_last_fit() if patch_cl else contextlib.nullcontext():
-                history = train.fit(net, splits, config, hooks=[pruning.MaskHook(mask)], device="cpu", progress=False)
+            history = train.fit(net, splits, config, hooks=[pruning.MaskHook(mask)], device="cpu", progress=False)
             return min(r["seconds"] for r in history)
 
         def stacked():
@@ -153,8 +132,7 @@ def main():
 
         variants = {"fit": fit, "stacked K=1": stacked}
         if model_name == "lenet5":
-            variants = {"fit": fit, "fit+cl": lambda: fit(True), "fit+cl+patch": lambda: fit(True, True),
-                        "stacked K=1": stacked}
+            variants = {"fit": fit, "fit+patch": lambda: fit(True), "stacked K=1": stacked}
         seconds = {v: [] for v in variants}
         peaks = []
         for _ in range(args.repeats):

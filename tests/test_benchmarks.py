@@ -26,6 +26,9 @@ SCRIPTS = {  # name -> (cheapest arguments, lines its output must have: the rati
     "lobster": (["--epochs", "1", "--repeats", "1", "--threads", "1", "--profile", "smoke", "--target", "80"],
                 [r"ratio LOBSTER/SGD: [\d.]+", r"smoke LOBSTER run .* pruning events, stopped: ",
                  r"80% (reached at epoch \d+ after [\d.]+ s|NOT reached)"]),
+    "train_throughput": (["--data", "mnist-5k", "--repeats", "1", "--threads", "1"],
+                         [r"fit +epoch best +[\d.]+ s .* % of peak", r"lenet5: 2,293,000 MACs/sample",
+                          r"fit\+patch +epoch best", r"goals: LeNet-5 >= 60 % of peak"]),
 }
 
 

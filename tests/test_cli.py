@@ -147,3 +147,28 @@ def test_kernel_environment_sets_and_restores_the_variables(monkeypatch):
             f.write('{"what": "w", "done": 0}\n')
     assert seen == [{"what": "w", "done": 0}] and not Path(path).exists()
     assert "PSPUTIL_PROGRESS" not in os.environ and os.environ["TQDM_DISABLE"] == "0"
+
+
+def test_where_to_run_takes_what_no_flag_gives_from_the_profile_file(tmp_path):
+    params = tmp_path / "params"
+    shutil.copytree(REPO / "book" / "params", params)
+    text = (params / "quick.yaml").read_text().replace("workers: null", "workers: 3")
+    (params / "quick.yaml").write_text(text)
+    assert cli.where_to_run("quick", book=tmp_path) == ("process-pool", 3, None)
+    assert cli.where_to_run("quick", workers=1, book=tmp_path) == ("process-pool", 1, None)
+    # another executor than the file's does not inherit the file's workers
+    assert cli.where_to_run("quick", "in-process", book=tmp_path) == ("in-process", None, None)
+    assert cli.where_to_run("smoke", book=tmp_path) == ("in-process", None, None)
+
+
+def test_a_task_counts_earlier_seconds_and_writes_its_held_back_last_update(tmp_path):
+    from psputil.scale.progress import Progress
+
+    path = tmp_path / "progress.jsonl"
+    with Progress(path=str(path), interval=60).task("LOBSTER run", 10, unit="epoch", elapsed=30.0) as task:
+        task.update(2, sparsity="50.00 %")  # within the interval: held back
+        task.update(1, sparsity="60.00 %")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["done"] for r in records] == [0, 3] and records[-1]["sparsity"] == "60.00 %"
+    last = records[-1]
+    assert last["elapsed"] >= 30.0 and last["eta"] == pytest.approx(last["elapsed"] / 3 * 7, rel=0.02)

@@ -1,5 +1,6 @@
 """The cached experiments on the smoke profile, with a temporary run store."""
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import torch
 from psputil import pruning, store
 from psputil.experiments import runs, setups, units
 from psputil.scale import context
+from psputil.scale.progress import Progress
 
 
 class Killed(BaseException):
@@ -175,7 +177,8 @@ def _control_in_empty_store(item):
 
 def test_a_lobster_run_on_a_pool_stores_its_events_as_they_happen_and_matches_in_process(tmp_path, smoke):
     reference = runs.lobster(make_ctx(tmp_path / "in-process"), [smoke.lobster_run(0)])[0]
-    ctx = make_ctx(tmp_path / "pool", executor="process-pool")
+    lines = tmp_path / "progress.jsonl"
+    ctx = context.make(store=tmp_path / "pool", device="cpu", executor="process-pool", progress=Progress(path=str(lines)))
     saved = []
     real = ctx.store.save
     ctx.store.save = lambda stage, config, name, obj: (saved.append(name), real(stage, config, name, obj))[1]
@@ -185,6 +188,10 @@ def test_a_lobster_run_on_a_pool_stores_its_events_as_they_happen_and_matches_in
         ctx.close()
     assert saved.index("resume") < saved.index("summary")  # events arrived through the queue before the end
     assert pooled["levels"] == reference["levels"]
+    # the driver turns the worker's events into that run's progress, in epochs, as in-process
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    mine = [r for r in records if r["what"] == "LOBSTER lenet300/mnist-5k seed 0"]
+    assert mine and mine[-1]["unit"] == "epoch" and mine[-1]["done"] > 0 and "sparsity" in mine[-1]
 
 
 def test_pruning_curves_of_starts_every_setups_lobster_and_dense_runs_before_any_control(tmp_path, monkeypatch):
@@ -192,22 +199,20 @@ def test_pruning_curves_of_starts_every_setups_lobster_and_dense_runs_before_any
     from psputil.scale import sweep
 
     both = {name: setups.setup(name, "smoke") for name in ("lenet300-mnist", "lenet5-mnist")}
-    ctx = make_ctx(tmp_path)
-    events, real_sweep, real_lobster = [], sweep.run_or_raise, runs._lobster_resumable
+    ctx = make_ctx(tmp_path / "together")
+    events, real_sweep, real_lobster = [], sweep.run_or_raise, runs.lobster
     monkeypatch.setattr(sweep, "run_or_raise", lambda fn, configs, stage, *a, **k: (
         events.append((stage, len(configs))), real_sweep(fn, configs, stage, *a, **k))[1])
-    monkeypatch.setattr(runs, "_lobster_resumable", lambda ctx, run: (
-        events.append(("lobster", run.model)), real_lobster(ctx, run))[1])
+    monkeypatch.setattr(runs, "lobster", lambda ctx, todo: (
+        events.append(("lobster", sorted({r.model for r in todo}))), real_lobster(ctx, todo))[1])
     together = curves.pruning_curves_of(ctx, both, [0], [0], rates=[50])
-    # in-process a LOBSTER run is computed alone (it stores its events); the dense runs of both setups are one sweep
-    assert events[:3] == [("lobster", "lenet300"), ("lobster", "lenet5"), ("dense", 2)]
-    assert list(together) == list(both) and ("lobster" not in {stage for stage, _ in events[3:]})
-
-    def fail(*args, **kwargs):
-        raise AssertionError("recomputed a cached result")
-
-    for name in ("compute_lobster", "compute_dense", "compute_oneshot", "compute_control"):
-        monkeypatch.setattr(units, name, fail)
-    for name, s in both.items():  # setup by setup, from the store: the same results
-        alone = curves.pruning_curves(ctx, s, [0], [0], rates=[50])
+    # every setup's LOBSTER runs in one call (one sweep on a pool), then every dense run in one sweep
+    assert events[:2] == [("lobster", ["lenet300", "lenet5"]), ("dense", 2)]
+    assert list(together) == list(both) and all(r["milestones"] == [50.0] for r in together.values())
+    monkeypatch.undo()
+    for name, s in both.items():  # setup by setup in a fresh store: the same results
+        alone = curves.pruning_curves(make_ctx(tmp_path / name), s, [0], [0], rates=[50])
         assert alone["curve"] == together[name]["curve"] and alone["claims"] == together[name]["claims"]
+    with pytest.raises(ValueError, match="control_seeds"):  # checked before any LOBSTER run
+        curves.pruning_curves_of(make_ctx(tmp_path / "bad"), both, [0], [-1])
+    assert not (tmp_path / "bad" / "lobster").exists()

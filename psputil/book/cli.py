@@ -25,8 +25,9 @@ kernel warnings (``psputil.book.execution``).
 
 ``--executor`` (in-process, process-pool, ray), ``--workers`` and ``--ray-address`` reach
 every notebook as the papermill parameters ``executor``, ``workers`` and ``ray_address``
-(a flag not given: the profile file's value, ``where_to_run``) and are recorded in each executed notebook's metadata (``psputil``). ``--executor ray``
-without an address starts one local Ray instance for the whole run, which every
+(a flag not given: the profile file's value, ``where_to_run``; quick runs on a process
+pool) and are recorded in each executed notebook's metadata (``psputil``). ``--executor
+ray`` without an address starts one local Ray instance for the whole run, which every
 notebook's kernel joins (its address is what they receive).
 """
 
@@ -121,10 +122,16 @@ def parameter_file(profile, params=BOOK / "params"):
 
 
 def where_to_run(profile, executor=None, workers=None, ray_address=None, book=BOOK):
-    """(executor, workers, ray_address): the flags, with each one not given (None) taken from the profile file."""
+    """(executor, workers, ray_address): the flags, those not given (None) from the profile file.
+
+    The file's `workers` and `ray_address` apply only with the file's executor: ``--executor
+    process-pool`` on a file that names a Ray cluster does not inherit its address.
+    """
     from_file = parameters(profile, None, Path(book) / "params")
-    return (executor if executor is not None else from_file.get("executor", "in-process"),
-            workers if workers is not None else from_file.get("workers"),
+    file_executor = from_file.get("executor", "in-process")
+    if executor is not None and executor != file_executor:
+        return executor, workers, ray_address
+    return (file_executor, workers if workers is not None else from_file.get("workers"),
             ray_address if ray_address is not None else from_file.get("ray_address"))
 
 
@@ -177,8 +184,8 @@ def execute(notebook, profile, device=None, book=BOOK, executed=None, executor=N
     """Run one notebook with papermill into ``executed/<notebook>.ipynb``; returns that path.
 
     `executed` defaults to ``_build/<profile>/executed``. The notebook receives its own
-    parameters (``run_values``); `executor`, `workers` and `ray_address` are recorded in the
-    executed notebook's ``psputil`` metadata. The parameters are checked before the kernel
+    parameters (``run_values``); `executor`, `workers` and `ray_address` (None: the profile file's
+    value) are recorded in the executed notebook's ``psputil`` metadata. The parameters are checked before the kernel
     starts. Its parameters cell and papermill's injected-parameters cell are tagged
     ``remove-cell`` (the build leaves them out; the page's "About this run" lists the values).
 

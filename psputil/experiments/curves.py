@@ -64,6 +64,9 @@ def pruning_curves_of(ctx, setups, seeds, control_seeds, rates=None):
     only as many LOBSTER runs as seeds). Results are the same as setup by setup.
     """
     seeds = checks.numbers_list("seeds", list(seeds), 0, integers=True)
+    checks.numbers_list("control_seeds", list(control_seeds), 0, integers=True)  # before hours of LOBSTER
+    if rates is not None:
+        checks.numbers_list("rates", list(rates), 0, 100)
     setups = dict(setups)
     runs.lobster(ctx, [s.lobster_run(seed) for s in setups.values() for seed in seeds])
     runs.dense(ctx, [s.dense_run(seed) for s in setups.values() for seed in seeds])

@@ -44,7 +44,7 @@ def lobster(ctx, runs):
     (from a checkpoint only if an in-process or pool attempt stored one).
     """
     runs = list(runs)
-    todo = [r for r in runs if not ctx.store.has(LOBSTER, r, "summary")]
+    todo = [r for r in dict.fromkeys(runs) if not ctx.store.has(LOBSTER, r, "summary")]
     if todo and ctx.executor.name == "in-process":
         for run in todo:
             _lobster_resumable(ctx, run)
@@ -136,16 +136,27 @@ def ready_model(architecture, state, device):
 
 def _lobster_resumable(ctx, run):
     ctx.store.check_writable()
-    task = ctx.progress.task(f"LOBSTER {run.model}/{run.data.name} seed {run.seed}", run.train.epochs, unit="epoch")
+    task = _lobster_task(ctx, run)
 
     def on_event(checkpoint):
         _store_checkpoint(ctx, run, checkpoint)
-        levels = checkpoint["levels"]
-        task.update(checkpoint["epoch"] - task.done, sparsity=f"{levels[-1]['sparsity']:.2f} %" if levels else "-")
+        _report_event(task, checkpoint)
 
     with task:
         result = units.compute_lobster(run, ctx.device_name, resume=_stored_resume(ctx, run), on_event=on_event)
     _store_lobster(ctx, run, result)
+
+
+def _lobster_task(ctx, run, elapsed=0.0):
+    """The progress task of one LOBSTER run, counted in epochs of its budget."""
+    return ctx.progress.task(f"LOBSTER {run.model}/{run.data.name} seed {run.seed}", run.train.epochs, unit="epoch",
+                             elapsed=elapsed)
+
+
+def _report_event(task, checkpoint):
+    """Move a LOBSTER run's task to the checkpoint's epoch, with the sparsity reached."""
+    levels = checkpoint["levels"]
+    task.update(checkpoint["epoch"] - task.done, sparsity=f"{levels[-1]['sparsity']:.2f} %" if levels else "-")
 
 
 def _stored_resume(ctx, run):
@@ -176,6 +187,7 @@ def _store_checkpoint(ctx, run, checkpoint, first=0):
 def _checkpoint_channel(ctx):
     """A queue pool workers put (run, checkpoint) on, drained into the store by a thread of this driver.
 
+    Each checkpoint also moves that run's progress task (epochs, sparsity), as in-process.
     Only for the process pool (a ``multiprocessing.Manager`` queue reaches local processes);
     on Ray it yields None and units send nothing.
     """
@@ -185,9 +197,15 @@ def _checkpoint_channel(ctx):
     with multiprocessing.Manager() as manager:
         channel = manager.Queue()
 
+        tasks = {}  # run -> its progress task, made at the run's first event (the worker's epochs count)
+
         def drain():
             while (item := channel.get()) is not None:
                 _store_checkpoint(ctx, *item)
+                run, checkpoint = item[0], item[1]
+                if run not in tasks:
+                    tasks[run] = _lobster_task(ctx, run, sum(r.get("seconds", 0.0) for r in checkpoint["history"]))
+                _report_event(tasks[run], checkpoint)
 
         thread = threading.Thread(target=drain, daemon=True)
         thread.start()
@@ -196,6 +214,8 @@ def _checkpoint_channel(ctx):
         finally:
             channel.put(None)
             thread.join()
+            for task in tasks.values():
+                task.close()
 
 
 def _store_lobster(ctx, run, result):

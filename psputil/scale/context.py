@@ -53,7 +53,8 @@ def make(store=None, device="auto", executor="in-process", workers=None, address
     Args:
         store: a ``RunStore``, a folder, or None ($PSPUTIL_STORE or <repo>/runs).
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N" or a ``torch.device``.
-        executor, workers, address: see ``executors.make``.
+        executor, workers, address: see ``executors.make``; a process pool with ``workers=None`` on a
+            CUDA device gets one worker (every worker would open its own CUDA context on the GPU).
         progress: a ``Progress``; None follows $PSPUTIL_PROGRESS (a file the CLI prints) or stays silent.
 
     Raises:
@@ -61,6 +62,8 @@ def make(store=None, device="auto", executor="in-process", workers=None, address
     """
     runs = store if isinstance(store, RunStore) else RunStore(store)
     resolved = devices.resolve(device)
+    if executor == "process-pool" and workers is None and resolved.type == "cuda":
+        workers = 1
     pool = executors.make(executor, workers, address)
     if progress is None:
         progress = Progress(path=os.environ.get("PSPUTIL_PROGRESS") or None)

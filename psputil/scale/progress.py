@@ -23,9 +23,14 @@ class Progress:
     path: Optional[str] = None
     interval: float = 1.0  # seconds between file updates of one task
 
-    def task(self, what, total, unit="unit"):
-        """A ``Task`` counting `total` steps of `what` ("control runs of lenet300-mnist")."""
-        return Task(self, what, int(total), unit)
+    def task(self, what, total, unit="unit", elapsed=0.0):
+        """A ``Task`` counting `total` steps of `what` ("control runs of lenet300-mnist").
+
+        Args:
+            elapsed: seconds the work already ran before this task was made (e.g. on a worker
+                that reports only now); the ETA counts them.
+        """
+        return Task(self, what, int(total), unit, elapsed)
 
     def _write(self, record):
         if self.path:
@@ -36,11 +41,12 @@ class Progress:
 class Task:
     """One counted piece of work; ``update`` after each step, ``close`` at the end (or use ``with``)."""
 
-    def __init__(self, progress, what, total, unit):
+    def __init__(self, progress, what, total, unit, elapsed=0.0):
         self.progress, self.what, self.total, self.unit = progress, what, total, unit
         self.done = 0
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() - elapsed
         self._last = 0.0
+        self._held = None  # the facts of an update the throttle held back (close writes it)
         self._bar = bars.bar(None, total=total, desc=what, unit=unit, leave=False) if progress.bar else None
         self._emit(force=True)
 
@@ -60,6 +66,9 @@ class Task:
         return (time.perf_counter() - self.started) / self.done * max(self.total - self.done, 0)
 
     def close(self):
+        """End the task; an update the throttle held back is written now, so the last state shows."""
+        if self._held is not None:
+            self._emit(force=True, **self._held)
         if self._bar is not None:
             self._bar.close()
 
@@ -71,9 +80,12 @@ class Task:
 
     def _emit(self, force=False, **facts):
         now = time.perf_counter()
-        if not self.progress.path or (not force and now - self._last < self.progress.interval):
+        if not self.progress.path:
             return
-        self._last = now
+        if not force and now - self._last < self.progress.interval:
+            self._held = facts
+            return
+        self._last, self._held = now, None
         eta = self.eta()
         self.progress._write({"what": self.what, "unit": self.unit, "done": self.done, "total": self.total,
                               "elapsed": round(now - self.started, 1), "eta": None if eta is None else round(eta, 1),
