@@ -122,10 +122,11 @@ def _quick(name):
     train = TrainConfig(epochs=15, lr=0.1, batch_size=100, schedule="plateau", plateau_patience=5)
     lob_train = TrainConfig(epochs=250, lr=0.1, batch_size=100, schedule="plateau")
     if dataset == "mnist":
-        # 99 % on mnist-5k took 286 / 278 / 317 epochs for seeds 0 / 1 / 2 (measured); 250 stopped at 98.3-98.8 %
-        lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=99.0, reset_lr=True)
-        return Setup(name, "quick", model, DataConfig("mnist-5k"), train, lob, dataclasses.replace(lob_train, epochs=400),
-                     (80, 95, 99), 2, 3)
+        # The paper's 99.57 % within claims.Margins.regime_slack (>= 99.355 %), so C3-C5 are tested in quick.
+        # Measured: 99 % took 286 / 278 / 317 epochs for seeds 0 / 1 / 2; a budget of 250 stopped at 98.3-98.8 %.
+        lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=99.4, reset_lr=True)
+        return Setup(name, "quick", model, DataConfig("mnist-5k"), train, lob, dataclasses.replace(lob_train, epochs=500),
+                     (80, 95, 99, 99.4), 2, 3)
     data = DataConfig("fashion-mnist", valid_fraction=0.05, train_size=3000, test_size=2000)
     lob = LobsterConfig(lam=3e-3, twt=0.05, pwe=4, target=95.0, reset_lr=True)
     return Setup(name, "quick", model, data, train, lob, lob_train, (80, 90, 95), 2, 3)
