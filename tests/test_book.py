@@ -237,3 +237,13 @@ def test_demo_book_has_widget_state_figures_and_local_js(demo_html):
     executed = nbformat.read(demo_html.parents[1] / "executed" / "widget_demo.ipynb", as_version=4)
     assert executed.metadata["mystnb"] == {"execution_mode": "off"} and executed.metadata["psputil"]["profile"] == "smoke"
     assert executed.metadata["papermill"]["parameters"]["rates"] == cli.parameters("smoke")["rates"]
+
+
+def test_notebook_text_has_no_control_characters():
+    # "\theta" or "\rVert" written into the JSON unescaped become a tab or a line break, and MathJax
+    # then shows "heta" and a broken formula (Section 5.2 had both)
+    for path in sorted((REPO / "book").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            text = "".join(cell["source"])
+            found = sorted({repr(ch) for ch in text if ord(ch) < 32 and ch != "\n"})
+            assert not found, f"{path.name} cell {index}: control characters {', '.join(found)}"
