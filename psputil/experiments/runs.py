@@ -136,21 +136,27 @@ def ready_model(architecture, state, device):
 
 def _lobster_resumable(ctx, run):
     ctx.store.check_writable()
-    task = _lobster_task(ctx, run)
+    resume = _stored_resume(ctx, run)
+    task = _lobster_task(ctx, run, resume)
 
     def on_event(checkpoint):
         _store_checkpoint(ctx, run, checkpoint)
         _report_event(task, checkpoint)
 
     with task:
-        result = units.compute_lobster(run, ctx.device_name, resume=_stored_resume(ctx, run), on_event=on_event)
+        result = units.compute_lobster(run, ctx.device_name, resume=resume, on_event=on_event)
     _store_lobster(ctx, run, result)
 
 
-def _lobster_task(ctx, run, elapsed=0.0):
-    """The progress task of one LOBSTER run, counted in epochs of its budget."""
-    return ctx.progress.task(f"LOBSTER {run.model}/{run.data.name} seed {run.seed}", run.train.epochs, unit="epoch",
-                             elapsed=elapsed)
+def _lobster_task(ctx, run, checkpoint=None):
+    """The progress task of one LOBSTER run in epochs of its budget, starting where `checkpoint` is (None: 0)."""
+    what = f"LOBSTER {run.model}/{run.data.name} seed {run.seed}"
+    if checkpoint is None:
+        return ctx.progress.task(what, run.train.epochs, unit="epoch")
+    levels = checkpoint["levels"]
+    return ctx.progress.task(what, run.train.epochs, unit="epoch", done=checkpoint["epoch"],
+                             elapsed=sum(r.get("seconds", 0.0) for r in checkpoint["history"]),
+                             sparsity=f"{levels[-1]['sparsity']:.2f} %" if levels else "-")
 
 
 def _report_event(task, checkpoint):
@@ -197,25 +203,39 @@ def _checkpoint_channel(ctx):
     with multiprocessing.Manager() as manager:
         channel = manager.Queue()
 
-        tasks = {}  # run -> its progress task, made at the run's first event (the worker's epochs count)
+        tasks, failed = {}, []  # run -> its progress task (made at its first event); the thread's error
 
         def drain():
             while (item := channel.get()) is not None:
-                _store_checkpoint(ctx, *item)
+                if failed:
+                    continue  # keep draining so workers never block; the error is raised below
+                try:
+                    _store_checkpoint(ctx, *item)
+                except Exception as error:  # noqa: BLE001 (re-raised in the driver after the sweep)
+                    failed.append(error)
+                    continue
                 run, checkpoint = item[0], item[1]
                 if run not in tasks:
-                    tasks[run] = _lobster_task(ctx, run, sum(r.get("seconds", 0.0) for r in checkpoint["history"]))
-                _report_event(tasks[run], checkpoint)
+                    tasks[run] = _lobster_task(ctx, run, checkpoint)
+                else:
+                    _report_event(tasks[run], checkpoint)
+                if checkpoint.get("finished"):
+                    tasks.pop(run).close()
 
         thread = threading.Thread(target=drain, daemon=True)
         thread.start()
         try:
             yield channel
         finally:
-            channel.put(None)
-            thread.join()
-            for task in tasks.values():
-                task.close()
+            try:
+                channel.put(None)
+                thread.join()
+            finally:
+                for task in tasks.values():
+                    task.close()
+        if failed:
+            raise RuntimeError("storing a LOBSTER checkpoint sent by a pool worker failed; the runs' results are "
+                               "stored, their resume checkpoints may be behind") from failed[0]
 
 
 def _store_lobster(ctx, run, result):

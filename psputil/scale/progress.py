@@ -23,14 +23,15 @@ class Progress:
     path: Optional[str] = None
     interval: float = 1.0  # seconds between file updates of one task
 
-    def task(self, what, total, unit="unit", elapsed=0.0):
+    def task(self, what, total, unit="unit", elapsed=0.0, done=0, **facts):
         """A ``Task`` counting `total` steps of `what` ("control runs of lenet300-mnist").
 
         Args:
-            elapsed: seconds the work already ran before this task was made (e.g. on a worker
-                that reports only now); the ETA counts them.
+            elapsed, done: seconds and steps the work already had before this task was made (a
+                resumed run, a worker that reports only now); the ETA counts them.
+            facts: shown with the first record (e.g. sparsity="97.50 %").
         """
-        return Task(self, what, int(total), unit, elapsed)
+        return Task(self, what, int(total), unit, elapsed, done, **facts)
 
     def _write(self, record):
         if self.path:
@@ -41,14 +42,15 @@ class Progress:
 class Task:
     """One counted piece of work; ``update`` after each step, ``close`` at the end (or use ``with``)."""
 
-    def __init__(self, progress, what, total, unit, elapsed=0.0):
+    def __init__(self, progress, what, total, unit, elapsed=0.0, done=0, **facts):
         self.progress, self.what, self.total, self.unit = progress, what, total, unit
-        self.done = 0
+        self.done = int(done)
         self.started = time.perf_counter() - elapsed
         self._last = 0.0
         self._held = None  # the facts of an update the throttle held back (close writes it)
-        self._bar = bars.bar(None, total=total, desc=what, unit=unit, leave=False) if progress.bar else None
-        self._emit(force=True)
+        self._bar = bars.bar(None, total=total, initial=self.done, desc=what, unit=unit,
+                             leave=False) if progress.bar else None
+        self._emit(force=True, **facts)
 
     def update(self, steps=1, **facts):
         """Count `steps` more finished steps; `facts` (e.g. sparsity=97.5) travel with the update."""
