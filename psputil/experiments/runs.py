@@ -153,16 +153,20 @@ def _lobster_task(ctx, run, checkpoint=None):
     what = f"LOBSTER {run.model}/{run.data.name} seed {run.seed}"
     if checkpoint is None:
         return ctx.progress.task(what, run.train.epochs, unit="epoch")
-    levels = checkpoint["levels"]
     return ctx.progress.task(what, run.train.epochs, unit="epoch", done=checkpoint["epoch"],
                              elapsed=sum(r.get("seconds", 0.0) for r in checkpoint["history"]),
-                             sparsity=f"{levels[-1]['sparsity']:.2f} %" if levels else "-")
+                             sparsity=_sparsity_reached(checkpoint))
 
 
 def _report_event(task, checkpoint):
     """Move a LOBSTER run's task to the checkpoint's epoch, with the sparsity reached."""
+    task.update(checkpoint["epoch"] - task.done, sparsity=_sparsity_reached(checkpoint))
+
+
+def _sparsity_reached(checkpoint):
+    """The sparsity of a checkpoint's latest level as progress text ("98.50 %"; "-" before any level)."""
     levels = checkpoint["levels"]
-    task.update(checkpoint["epoch"] - task.done, sparsity=f"{levels[-1]['sparsity']:.2f} %" if levels else "-")
+    return f"{levels[-1]['sparsity']:.2f} %" if levels else "-"
 
 
 def _stored_resume(ctx, run):
